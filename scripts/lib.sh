@@ -1,0 +1,31 @@
+# shellcheck shell=bash
+# Common helpers for the harness scripts.  Sourced, never run.
+
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BUILD:-$TOP/build}
+QEMU_VERSION=${QEMU_VERSION:-1:10.0.13+ds-0+deb13u1}
+SRC_UNPACKED=$BUILD/src/unpacked     # Debian's source, patches applied
+WT=$BUILD/qemu                       # git work tree: upstream, base, series
+OBJ=$BUILD/obj                       # our build
+OBJ_STOCK=$BUILD/obj-stock           # stock (upstream + Debian) build
+STOCK_WT=$BUILD/qemu-stock           # git worktree at the upstream commit
+export TOP BUILD QEMU_VERSION SRC_UNPACKED WT OBJ OBJ_STOCK STOCK_WT
+
+STEP=${STEP:-$(basename "$0" .sh)}
+
+log() { printf '[%s] %s\n' "$STEP" "$*" >&2; }
+
+# die MESSAGE [HINT]: stop, naming the step and what to do.
+die() {
+    printf '[%s] ERROR: %s\n' "$STEP" "$1" >&2
+    [ $# -gt 1 ] && printf '[%s] what to do: %s\n' "$STEP" "$2" >&2
+    exit 1
+}
+
+# Configure flags shared by our build and the stock build, so that the
+# comparison is fair.
+# shellcheck disable=SC2034
+QEMU_CONFIGURE_FLAGS=(--target-list=x86_64-softmmu --disable-docs
+    --disable-werror --python=/usr/bin/python3 --disable-install-blobs)
