@@ -35,4 +35,12 @@ ninja -C "$obj" "${targets[@]}" 2>&1 | tee "$obj/ninja.log" |
          /error|FAILED/ { print; fflush() }' >&2
 [ "${PIPESTATUS[0]}" = 0 ] || die "the build of $which failed (see $obj/ninja.log)" \
     "fix the failing patch in $WT and run 'make build' again"
+# Debian's +ds source has no firmware blobs: take Debian's seabios and
+# qemu-system-data, where QEMU looks for them in a build tree.
+bundle=$obj/qemu-bundle/usr/local/share/qemu
+mkdir -p "$bundle"
+for f in /usr/share/seabios/* /usr/share/qemu/*; do
+    [ -e "$f" ] || die "$f is missing" "run 'make deps' (seabios, qemu-system-data)"
+    [ -e "$bundle/$(basename "$f")" ] || ln -s "$f" "$bundle/"
+done
 log "built: ${targets[*]}"

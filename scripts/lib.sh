@@ -29,3 +29,8 @@ die() {
 # shellcheck disable=SC2034
 QEMU_CONFIGURE_FLAGS=(--target-list=x86_64-softmmu --disable-docs
     --disable-werror --python=/usr/bin/python3 --disable-install-blobs)
+# ccache, where present, through --cc: QEMU's configure names the compiler
+# itself, so meson would not add ccache on its own.
+if command -v ccache >/dev/null; then
+    QEMU_CONFIGURE_FLAGS+=(--cc="ccache cc" --cxx="ccache c++")
+fi

@@ -92,7 +92,9 @@ apply "${series[@]}"
 cover=$TOP/patches/0000-cover-letter.patch
 if [ -f "$cover" ]; then
     # Subject line and body up to the shortlog, as the branch description.
-    awk '/^Subject:/ { sub(/^Subject: (\[[^]]*\] )?/, ""); print; print ""; next }
+    awk '/^Subject:/ { sub(/^Subject: (\[[^]]*\] )?/, ""); subj = $0; insubj = 1; next }
+         insubj && /^[ \t]/ { sub(/^[ \t]+/, " "); subj = subj $0; next }
+         insubj { print subj; print ""; insubj = 0 }
          /^$/ && !body { body = 1; next }
          body && /^[^ ].* \([0-9]+\):$/ { exit }
          body { print }' "$cover" > "$WT/.git/cover-description"
