@@ -39,8 +39,8 @@ ninja -C "$obj" "${targets[@]}" 2>&1 | tee "$obj/ninja.log" |
 # qemu-system-data, where QEMU looks for them in a build tree.
 bundle=$obj/qemu-bundle/usr/local/share/qemu
 mkdir -p "$bundle"
-for f in /usr/share/seabios/* /usr/share/qemu/*; do
-    [ -e "$f" ] || die "$f is missing" "run 'make deps' (seabios, qemu-system-data)"
+for f in /usr/share/seabios/* /usr/share/qemu/* /usr/lib/ipxe/qemu/*; do
+    [ -e "$f" ] || die "$f is missing" "run 'make deps' (seabios, qemu-system-data, ipxe-qemu)"
     [ -e "$bundle/$(basename "$f")" ] || ln -s "$f" "$bundle/"
 done
 log "built: ${targets[*]}"

@@ -10,7 +10,7 @@ STEP=deps
 PKGS=(build-essential ccache ninja-build pkg-config libglib2.0-dev
       libpixman-1-dev libfdt-dev zlib1g-dev flex bison python3-venv
       python3-setuptools dpkg-dev seabios qemu-system-data busybox-static
-      cpio gzip iproute2 python3-matplotlib)
+      ipxe-qemu cpio gzip iproute2 python3-matplotlib)
 BPO_PKGS=(meson python3-pycotap)
 LIST=/etc/apt/sources.list.d/qemu-free-page-hint.sources
 

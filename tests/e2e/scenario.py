@@ -1,0 +1,105 @@
+"""One migration of the test guest under a workload, measured."""
+
+import time
+
+from vm import Guest, HarnessError, hint_negotiated, log, migrate
+
+PAGE = 4096
+KEEP_MIB = 64          # checksummed memory the guest keeps and verifies
+
+# Which QEMU, and whether the balloon offers free page hints
+VARIANTS = {
+    "no hints": ("ours", False),
+    "upstream hints": ("stock", True),
+    "our hints": ("ours", True),
+}
+
+
+def prepare_workload(g, workload, mem_mib):
+    """Bring the source guest into the state the workload describes."""
+    g.agent(f"keep {KEEP_MIB}")
+    if workload in ("freed", "busy"):
+        # Write most of memory, then free it: old data in free pages
+        g.agent(f"fill {max(mem_mib - 512, 64)}", timeout=600)
+    if workload == "busy":
+        g.agent("churn 256")
+
+
+def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
+             downtime_ms=2000, caps=(), params=None):
+    """Boot, load, migrate, verify on the destination; return a result row."""
+    qemu, hints = VARIANTS[variant]
+    src = dst = None
+    try:
+        src = Guest(qemu, mem_mib, hints, accel=accel, name="src")
+        features = src.boot()
+        negotiated = hint_negotiated(features)
+        if hints and not negotiated:
+            raise HarnessError("the guest's virtio_balloon did not negotiate "
+                               f"F_FREE_PAGE_HINT (features {features})")
+        prepare_workload(src, workload, mem_mib)
+        if workload != "busy":
+            time.sleep(1)   # let the guest settle after its writes
+        dst = Guest(qemu, mem_mib, hints, incoming=True, accel=accel,
+                    name="dst")
+        t0 = time.monotonic()
+        info = migrate(src, dst, bandwidth, downtime_ms, caps, params)
+        wall = time.monotonic() - t0
+        ram = info["ram"]
+        dst.attach_serial()
+        churn = {}
+        if workload == "busy":
+            churn = dst.agent("churnstop", timeout=120)
+        verify = dst.agent("verify", timeout=300)
+        sent_pages = ram["normal"] + ram["duplicate"]
+        return {
+            "variant": variant, "mem_mib": mem_mib, "workload": workload,
+            "negotiated": negotiated,
+            "total_ms": info["total-time"], "downtime_ms": info["downtime"],
+            "wall_s": wall,
+            "transferred": ram["transferred"],
+            "normal": ram["normal"], "zero": ram["duplicate"],
+            "not_sent": max(ram["total"] // PAGE - sent_pages, 0),
+            "verified_pages": int(verify["pages"]),
+            "mismatches": int(verify["mismatches"])
+            + int(churn.get("mismatches", 0)),
+            "churn_rounds": int(churn.get("rounds", 0)),
+            "free_page_hint": info.get("free-page-hint"),
+        }
+    finally:
+        for g in (src, dst):
+            if g:
+                g.close()
+
+
+def mib(n):
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+def table(rows, title=None):
+    """A Markdown table of result rows."""
+    out = []
+    if title:
+        out += [f"**{title}**", ""]
+    out += ["| variant | guest | workload | total time | downtime | transferred "
+            "| pages not sent | memory verified |",
+            "|---|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['variant']} | {r['mem_mib']} MiB | {r['workload']} "
+                       f"| {r['error']} | | | | |")
+            continue
+        ok = "ok" if r["mismatches"] == 0 else f"{r['mismatches']} MISMATCHES"
+        out.append(f"| {r['variant']} | {r['mem_mib']} MiB | {r['workload']} "
+                   f"| {r['total_ms']} ms | {r['downtime_ms']} ms "
+                   f"| {mib(r['transferred'])} | {r['not_sent']} "
+                   f"| {ok} ({r['verified_pages']} pages) |")
+    return "\n".join(out)
+
+
+def run_logged(variant, mem_mib, workload, accel, **kw):
+    log(f"[migrate] {variant}, {mem_mib} MiB guest, {workload} ...")
+    r = run_case(variant, mem_mib, workload, accel, **kw)
+    log(f"[migrate]   {r['total_ms']} ms, {mib(r['transferred'])} sent, "
+        f"{r['mismatches']} mismatches")
+    return r

@@ -1,0 +1,234 @@
+"""Run the project's guest in QEMU and migrate it: the end-to-end harness.
+
+Shared by the demo (tests/demo.py), the end-to-end tests (tests/e2e/) and
+the benchmark (bench/).  QMP goes through QEMU's own python/qemu package
+from the prepared work tree; the guest's memagent answers on the serial
+console (guest/memagent.c).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("BUILD", os.path.join(TOP, "build"))
+sys.path.insert(0, os.path.join(BUILD, "qemu", "python"))
+
+from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+
+QEMU = {
+    "ours": os.path.join(BUILD, "qemu", "build", "qemu-system-x86_64"),
+    "stock": os.path.join(BUILD, "qemu-stock", "build", "qemu-system-x86_64"),
+}
+GUEST = os.path.join(BUILD, "guest")
+BOOT_TIMEOUT = 120
+MIGRATION_TIMEOUT = 600
+
+
+class HarnessError(Exception):
+    """A step of the harness failed; the message says which and what to do."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Guest:
+    """One QEMU process running the test guest (or waiting for it)."""
+
+    def __init__(self, qemu="ours", mem_mib=2048, hints=True, incoming=False,
+                 accel="tcg", smp=2, name="src", extra=()):
+        binary = QEMU[qemu]
+        if not os.access(binary, os.X_OK):
+            raise HarnessError(f"{binary} is missing: run 'make build'"
+                               + (" and 'make stock'" if qemu == "stock" else ""))
+        self.dir = tempfile.mkdtemp(prefix=f"fph-{name}-")
+        self.name = name
+        self.qmp_path = os.path.join(self.dir, "qmp.sock")
+        self.serial_path = os.path.join(self.dir, "serial.sock")
+        self.log_path = os.path.join(self.dir, "qemu.log")
+        balloon = "virtio-balloon-pci,id=balloon,iothread=io0"
+        if hints:
+            balloon += ",free-page-hint=on"
+        args = [binary, "-machine", "q35", "-accel", accel,
+                "-m", str(mem_mib), "-smp", str(smp),
+                "-nodefaults", "-display", "none", "-no-reboot",
+                "-kernel", os.path.join(GUEST, "vmlinuz"),
+                "-initrd", os.path.join(GUEST, "initrd.gz"),
+                "-append", "console=ttyS0 quiet loglevel=1 panic=-1",
+                "-chardev", f"socket,id=s0,path={self.serial_path},server=on,wait=off",
+                "-serial", "chardev:s0",
+                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+                "-object", "iothread,id=io0",
+                "-device", balloon, *extra]
+        if incoming:
+            args += ["-incoming", "defer"]
+        self.logf = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        self.qmp = self._connect_qmp()
+        self.serial = None
+        self.buf = b""
+
+    def _wait_path(self, path, what):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            if self.proc.poll() is not None:
+                raise HarnessError(f"QEMU ({self.name}) exited before {what}: "
+                                   f"{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"QEMU ({self.name}) did not open {what}")
+            time.sleep(0.02)
+
+    def _connect_qmp(self):
+        self._wait_path(self.qmp_path, "its QMP socket")
+        qmp = QEMUMonitorProtocol(self.qmp_path)
+        qmp.connect()
+        return qmp
+
+    def log_tail(self):
+        self.logf.flush()
+        with open(self.log_path) as f:
+            return f.read()[-2000:].strip() or "(no output)"
+
+    def cmd(self, name, **args):
+        return self.qmp.cmd(name, **args)
+
+    # -- serial console: memagent's protocol -------------------------------
+
+    def _serial(self):
+        if self.serial is None:
+            self._wait_path(self.serial_path, "its serial socket")
+            self.serial = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.serial.connect(self.serial_path)
+        return self.serial
+
+    def expect(self, prefix, timeout):
+        """Wait for a console line starting with @@<prefix>; return its rest."""
+        sock = self._serial()
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                text = line.decode(errors="replace").strip()
+                i = text.find("@@")
+                if i < 0:
+                    continue
+                text = text[i + 2:]
+                if text.startswith("ERR"):
+                    raise HarnessError(f"guest ({self.name}): {text}")
+                if text.startswith(prefix):
+                    return text[len(prefix):].strip()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HarnessError(f"guest ({self.name}) did not answer "
+                                   f"'{prefix}' within {timeout} s")
+            if self.proc.poll() is not None:
+                raise HarnessError(f"QEMU ({self.name}) exited: {self.log_tail()}")
+            sock.settimeout(min(left, 1.0))
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise HarnessError(f"guest ({self.name}) console closed")
+            self.buf += data
+
+    def boot(self, timeout=BOOT_TIMEOUT):
+        """Wait until the guest is up; return its balloon feature bits."""
+        features = self.expect("FEATURES", timeout)
+        self.expect("READY", 30)
+        return features
+
+    def agent(self, command, timeout=300):
+        """Run one memagent command; return the key=value pairs it reported."""
+        self._serial().sendall(command.encode() + b"\n")
+        reply = self.expect("OK " + command.split()[0], timeout)
+        return dict(kv.split("=", 1) for kv in reply.split() if "=" in kv)
+
+    def attach_serial(self):
+        """After an incoming migration: talk to the guest through us."""
+        self.serial = None
+        self.buf = b""
+
+    def close(self):
+        try:
+            if self.proc.poll() is None:
+                try:
+                    self.qmp.cmd("quit")
+                except Exception:  # already going away
+                    pass
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            try:
+                self.qmp.close()
+            except Exception:
+                pass
+            if self.serial:
+                self.serial.close()
+            self.logf.close()
+
+
+def hint_negotiated(features):
+    """Bit 3 (F_FREE_PAGE_HINT) of the driver's feature string from sysfs."""
+    return len(features) > 3 and features[3] == "1"
+
+
+def probe_accel():
+    """KVM only if it really runs our guest here, within a bounded time."""
+    cache = os.path.join(BUILD, "accel-probe")
+    if os.path.exists(cache):
+        with open(cache) as f:
+            return f.read().strip()
+    accel = "tcg"
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        log("[accel] probing KVM with the test guest (bounded to 20 s)")
+        g = None
+        try:
+            g = Guest(mem_mib=256, hints=False, accel="kvm", name="kvmprobe")
+            g.boot(timeout=20)
+            accel = "kvm"
+        except HarnessError as e:
+            log(f"[accel] KVM does not run the guest here ({str(e)[:80]}); using TCG")
+        finally:
+            if g:
+                g.proc.kill()
+                g.close()
+    with open(cache, "w") as f:
+        f.write(accel + "\n")
+    log(f"[accel] using {accel}")
+    return accel
+
+
+def migrate(src, dst, bandwidth=100 << 30, downtime_ms=2000, caps=(),
+            params=None, timeout=MIGRATION_TIMEOUT):
+    """Migrate src to dst over a unix socket; return query-migrate's result."""
+    uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
+    if caps:
+        for who in (src, dst):
+            who.cmd("migrate-set-capabilities",
+                    capabilities=[{"capability": c, "state": True} for c in caps])
+    dst.cmd("migrate-incoming", uri=uri)
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth,
+                                         "downtime-limit": downtime_ms,
+                                         **(params or {})})
+    src.cmd("migrate", uri=uri)
+    deadline = time.monotonic() + timeout
+    while True:
+        info = src.cmd("query-migrate")
+        status = info.get("status")
+        if status == "completed":
+            return info
+        if status in ("failed", "cancelled"):
+            raise HarnessError(f"migration {status}: {info.get('error-desc', '')}")
+        if time.monotonic() > deadline:
+            src.cmd("migrate_cancel")
+            raise HarnessError(f"migration did not complete in {timeout} s")
+        time.sleep(0.05)

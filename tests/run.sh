@@ -1,0 +1,59 @@
+#!/bin/bash
+# make check: QEMU's unit tests and qtests for what the series touches, then
+# the project's end-to-end tests with a real Debian guest.  Prints one
+# "N passed, N failed" line at the end; exits non-zero on any failure.
+STEP=check
+# shellcheck source=../scripts/lib.sh
+. "$(dirname "$0")/../scripts/lib.sh"
+
+PY=/usr/bin/python3
+B=$WT/build
+passed=0
+failed=0
+failures=()
+
+# The guests of QEMU's migration-test try KVM first; where KVM does not
+# really run a guest (see tests/e2e/vm.py), hide /dev/kvm from them.
+accel=$(cd "$TOP/tests/e2e" && $PY -c 'import vm; print(vm.probe_accel())') ||
+    die "the accelerator probe failed" "see the message above"
+hide_kvm=()
+if [ "$accel" != kvm ] && [ -e /dev/kvm ]; then
+    hide_kvm=(unshare --mount sh -c 'mount --bind /dev/null /dev/kvm && exec "$@"' sh)
+fi
+
+run() {  # run NAME TIMEOUT COMMAND...: one test program, TAP or exit code
+    local name=$1 limit=$2 out rc
+    shift 2
+    log "running $name"
+    out=$BUILD/check-logs/$(echo "$name" | tr '/ ' '__').log
+    mkdir -p "$BUILD/check-logs"
+    rc=0
+    timeout "$limit" "$@" > "$out" 2>&1 || rc=$?
+    grep -E '^(ok|not ok) ' "$out" | sed 's/^/    /' >&2
+    if [ "$rc" = 0 ]; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$name (exit $rc; log: $out)")
+        tail -n 20 "$out" | sed 's/^/    | /' >&2
+    fi
+}
+
+export QTEST_QEMU_BINARY=$B/qemu-system-x86_64
+[ -x "$QTEST_QEMU_BINARY" ] || die "$QTEST_QEMU_BINARY is missing" "run 'make build'"
+
+run unit/test-bitmap 120 "$B/tests/unit/test-bitmap"
+run qtest/virtio-balloon-test 600 "$B/tests/qtest/virtio-balloon-test"
+for t in precopy/unix/plain precopy/unix/suspend/live postcopy/plain \
+         multifd/tcp/plain/cancel; do
+    run "qtest/migration-test/$t" 600 "${hide_kvm[@]}" \
+        "$B/tests/qtest/migration-test" -p "/x86_64/migration/$t"
+done
+run e2e 1800 "$PY" "$TOP/tests/e2e/test_e2e.py" -v
+
+echo
+for f in "${failures[@]}"; do
+    echo "FAILED: $f"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
