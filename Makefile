@@ -2,7 +2,7 @@
 # `make help` lists the targets.
 
 SHELL := /bin/bash
-PY := python3
+PY := /usr/bin/python3
 
 .PHONY: help deps source prepare build stock guest demo check check-unit \
         check-qtest check-e2e export bench clean distclean
@@ -39,7 +39,7 @@ guest: deps
 demo: build guest
 	@$(PY) tests/demo.py
 
-check: build guest
+check: build stock guest
 	@tests/run.sh
 
 export:

@@ -26,8 +26,9 @@ def prepare_workload(g, workload, mem_mib):
 
 
 def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
-             downtime_ms=2000, caps=(), params=None):
-    """Boot, load, migrate, verify on the destination; return a result row."""
+             downtime_ms=2000, caps=(), params=None, dst_qemu=None):
+    """Boot, load, migrate, verify on the destination; return a result row.
+    dst_qemu: another QEMU for the destination ("ours" or "stock")."""
     qemu, hints = VARIANTS[variant]
     src = dst = None
     try:
@@ -40,8 +41,8 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
         prepare_workload(src, workload, mem_mib)
         if workload != "busy":
             time.sleep(1)   # let the guest settle after its writes
-        dst = Guest(qemu, mem_mib, hints, incoming=True, accel=accel,
-                    name="dst")
+        dst = Guest(dst_qemu or qemu, mem_mib, hints, incoming=True,
+                    accel=accel, name="dst")
         t0 = time.monotonic()
         info = migrate(src, dst, bandwidth, downtime_ms, caps, params)
         wall = time.monotonic() - t0
@@ -98,7 +99,8 @@ def table(rows, title=None):
 
 
 def run_logged(variant, mem_mib, workload, accel, **kw):
-    log(f"[migrate] {variant}, {mem_mib} MiB guest, {workload} ...")
+    to = f" to {kw['dst_qemu']} QEMU" if kw.get("dst_qemu") else ""
+    log(f"[migrate] {variant}, {mem_mib} MiB guest, {workload}{to} ...")
     r = run_case(variant, mem_mib, workload, accel, **kw)
     log(f"[migrate]   {r['total_ms']} ms, {mib(r['transferred'])} sent, "
         f"{r['mismatches']} mismatches")

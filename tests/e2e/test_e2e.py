@@ -10,7 +10,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scenario import run_logged  # noqa: E402
-from vm import Guest, hint_negotiated, probe_accel  # noqa: E402
+from vm import QEMU, Guest, hint_negotiated, probe_accel  # noqa: E402
 
 MEM = 2048
 
@@ -38,6 +38,19 @@ class FreePageHintE2E(unittest.TestCase):
         # The guest freed 1.5 of its 2 GiB: without hints all of it goes
         self.assertGreater(off["transferred"], 1400 << 20)
         self.assertLess(on["transferred"], off["transferred"] / 2)
+
+    def test_compat_with_stock_qemu(self):
+        """Stock QEMU 10.0.13 (same Debian source, upstream's hints) and
+        ours migrate to each other, hints on and off, and lose nothing."""
+        if not os.access(QEMU["stock"], os.X_OK):
+            self.fail("stock QEMU is not built: run 'make stock'")
+        for variant, dst in (("upstream hints", "ours"), ("our hints", "stock"),
+                             ("no hints", "stock")):
+            with self.subTest(variant=variant, dst=dst):
+                r = run_logged(variant, 1024, "freed", self.accel,
+                               dst_qemu=dst)
+                self.assertEqual(r["mismatches"], 0)
+                self.assertEqual(r["verified_pages"], 64 * 256)
 
     def test_busy_guest_keeps_its_memory(self):
         r = run_logged("our hints", 1024, "busy", self.accel)
