@@ -4,14 +4,15 @@
 SHELL := /bin/bash
 PY := /usr/bin/python3
 
-.PHONY: help deps source prepare build stock guest demo check check-unit \
-        check-qtest check-e2e export bench clean distclean
+.PHONY: help deps source prepare build stock guest demo check export bench \
+        soak clean distclean
 
 help:
 	@echo "make demo     install, prepare, build, boot a guest, migrate it (hints off/on)"
 	@echo "make check    everything above, then all tests (CI runs this)"
 	@echo "make export   write the work tree's commits back to base/ and patches/"
 	@echo "make bench    benchmark: no hints vs upstream's hints vs ours"
+	@echo "make soak     50 ping-pong migrations of a busy guest, with faults"
 	@echo "steps: deps source prepare build stock guest; clean distclean"
 
 deps:
@@ -47,6 +48,10 @@ export:
 
 bench: build stock guest
 	@$(PY) bench/bench.py $(BENCH_ARGS)
+
+# The full ping-pong soak with fault injection (a short one is in check)
+soak: build guest
+	@$(PY) tests/e2e/soak.py --faults $(SOAK_ARGS)
 
 clean:
 	rm -rf build/guest build/qemu/build build/qemu-stock/build

@@ -9,6 +9,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import soak  # noqa: E402
 from scenario import run_logged  # noqa: E402
 from vm import QEMU, Guest, hint_negotiated, probe_accel  # noqa: E402
 
@@ -56,6 +57,14 @@ class FreePageHintE2E(unittest.TestCase):
         r = run_logged("our hints", 1024, "busy", self.accel)
         self.assertGreater(r["churn_rounds"], 0)
         self.assertEqual(r["mismatches"], 0)
+
+    def test_soak_short(self):
+        """A few ping-pong hops of a churning guest, and every fault of
+        the soak: cancel, killed destination, stop/cont, system_reset."""
+        s = soak.run(hops=4, mem=1024, faults=True, accel=self.accel)
+        self.assertEqual(s.mismatches, 0)
+        self.assertEqual(s.faults, 4)
+        self.assertGreaterEqual(s.hops, 6)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class Guest:
     """One QEMU process running the test guest (or waiting for it)."""
 
     def __init__(self, qemu="ours", mem_mib=2048, hints=True, incoming=False,
-                 accel="tcg", smp=2, name="src", extra=()):
+                 accel="tcg", smp=2, name="src", extra=(), reboot=False):
         binary = QEMU[qemu]
         if not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is missing: run 'make build'"
@@ -55,7 +55,7 @@ class Guest:
             balloon += ",free-page-hint=on"
         args = [binary, "-machine", "q35", "-accel", accel,
                 "-m", str(mem_mib), "-smp", str(smp),
-                "-nodefaults", "-display", "none", "-no-reboot",
+                "-nodefaults", "-display", "none",
                 "-kernel", os.path.join(GUEST, "vmlinuz"),
                 "-initrd", os.path.join(GUEST, "initrd.gz"),
                 "-append", "console=ttyS0 quiet loglevel=1 panic=-1",
@@ -64,6 +64,8 @@ class Guest:
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-object", "iothread,id=io0",
                 "-device", balloon, *extra]
+        if not reboot:
+            args.append("-no-reboot")  # a guest panic ends QEMU
         if incoming:
             args += ["-incoming", "defer"]
         self.logf = open(self.log_path, "w")
