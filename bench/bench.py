@@ -22,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
 
-from scenario import VARIANTS, run_logged  # noqa: E402
+from scenario import BENCH_VARIANTS, VARIANTS, run_logged  # noqa: E402
 from vm import HarnessError, log, probe_accel  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def plot(results, path):
     fig, axes = plt.subplots(2, len(workloads), figsize=(5 * len(workloads), 7),
                              squeeze=False)
     for col, workload in enumerate(workloads):
-        for variant in VARIANTS:
+        for variant in BENCH_VARIANTS:
             pts = sorted((k[1], [r for r in v if "error" not in r])
                          for k, v in results.items()
                          if k[0] == workload and k[2] == variant)
@@ -108,7 +108,7 @@ def main():
     ap.add_argument("--sizes", default="1024,2048,4096,8192")
     ap.add_argument("--workloads", default="idle,freed,busy")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(BENCH_VARIANTS))
     ap.add_argument("--out", default=HERE)
     args = ap.parse_args()
     variants = [v.strip() for v in args.variants.split(",")]

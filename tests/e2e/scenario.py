@@ -12,7 +12,11 @@ VARIANTS = {
     "no hints": ("ours", False),
     "upstream hints": ("stock", True),
     "our hints": ("ours", True),
+    # Only for the compatibility tests
+    "debian no hints": ("debian", False),
+    "debian hints": ("debian", True),
 }
+BENCH_VARIANTS = ("no hints", "upstream hints", "our hints")
 
 
 def prepare_workload(g, workload, mem_mib):

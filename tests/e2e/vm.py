@@ -22,6 +22,8 @@ from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 QEMU = {
     "ours": os.path.join(BUILD, "qemu", "build", "qemu-system-x86_64"),
     "stock": os.path.join(BUILD, "qemu-stock", "build", "qemu-system-x86_64"),
+    # Debian's own QEMU 10.0 package (bookworm-backports), see make deps
+    "debian": "/usr/bin/qemu-system-x86_64",
 }
 GUEST = os.path.join(BUILD, "guest")
 BOOT_TIMEOUT = 120
@@ -44,7 +46,8 @@ class Guest:
         binary = QEMU[qemu]
         if not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is missing: run 'make build'"
-                               + (" and 'make stock'" if qemu == "stock" else ""))
+                               + (" and 'make stock'" if qemu == "stock" else "")
+                               + (" and 'make deps'" if qemu == "debian" else ""))
         self.dir = tempfile.mkdtemp(prefix=f"fph-{name}-")
         self.name = name
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
