@@ -41,6 +41,8 @@ bundle=$obj/qemu-bundle/usr/local/share/qemu
 mkdir -p "$bundle"
 for f in /usr/share/seabios/* /usr/share/qemu/* /usr/lib/ipxe/qemu/*; do
     [ -e "$f" ] || die "$f is missing" "run 'make deps' (seabios, qemu-system-data, ipxe-qemu)"
-    [ -e "$bundle/$(basename "$f")" ] || ln -s "$f" "$bundle/"
+    # Keep what the build put there (its links may dangle until built)
+    [ -e "$bundle/$(basename "$f")" ] || [ -L "$bundle/$(basename "$f")" ] ||
+        ln -s "$f" "$bundle/"
 done
 log "built: ${targets[*]}"

@@ -18,9 +18,11 @@ cd "$BUILD/src"
 rm -rf unpacked unpack.tmp
 
 version=$QEMU_VERSION
-if ! apt-cache showsrc qemu 2>/dev/null | grep -qx "Version: $version"; then
-    newest=$(apt-cache showsrc qemu 2>/dev/null | sed -n 's/^Version: //p' |
-             grep -E '^1:10\.0\.' | sort -V | tail -n 1)
+# (Read apt-cache's answer whole: grep -q would stop early, and under
+# pipefail the SIGPIPE would read as "not found".)
+versions=$(apt-cache showsrc qemu 2>/dev/null | sed -n 's/^Version: //p')
+if ! printf '%s\n' "$versions" | grep -qx -- "$version"; then
+    newest=$(printf '%s\n' "$versions" | grep -E '^1:10\.0\.' | sort -V | tail -n 1)
     [ -n "$newest" ] || die "Debian's archive offers no qemu 10.0.x source" \
         "run 'make deps' (it adds the deb-src trixie entry), then retry"
     log "WARNING: qemu $version is no longer in the archive; using $newest instead"
