@@ -11,7 +11,7 @@ mkdir -p "$G"
 cd "$G"
 
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-       awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+       awk '/Depends: linux-image-[0-9]/ && !n++ { print $2 }')
 [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a kernel package" "run 'make deps' (apt-get update)"
 stamp="$kpkg $(sha256sum "$TOP/guest/init" "$TOP/guest/memagent.c" | sha256sum | cut -c1-16)"
 if [ -f initrd.gz ] && [ "$(cat stamp 2>/dev/null)" = "$stamp" ]; then
