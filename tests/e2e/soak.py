@@ -51,14 +51,29 @@ class Soak:
             f"pages checked, {bad} mismatches")
         g.agent("churn 128")
 
-    def start_dst(self):
-        """A destination waiting for a plain (not multifd) migration."""
+    def start_in_round(self, bandwidth, wait_ms):
+        """Start a plain (not multifd) migration, slowed to @bandwidth, and
+        return its destination once the balloon is in a hint round."""
         dst = self.new_dst()
+        uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
         self.src.cmd("migrate-set-capabilities", capabilities=[
             {"capability": "multifd", "state": False}])
-        dst.cmd("migrate-incoming",
-                uri="unix:" + os.path.join(dst.dir, "migrate.sock"))
+        dst.cmd("migrate-incoming", uri=uri)
+        self.src.cmd("migrate-set-parameters", **{
+            "max-bandwidth": bandwidth, "free-page-hint-wait": wait_ms})
+        self.src.cmd("migrate", uri=uri)
+        self.wait_round()
         return dst
+
+    def finish_hop(self, dst):
+        """Let the migration complete and carry on from @dst."""
+        self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 100 << 30})
+        self.wait_status("completed")
+        self.src.close()
+        self.src = dst
+        self.src.attach_serial()
+        self.hops += 1
+        self.faults += 1
 
     def hop(self, caps=(), params=None):
         dst = self.new_dst()
@@ -92,12 +107,7 @@ class Soak:
 
     def fault_cancel(self):
         """migrate_cancel during a hint round: the guest gets DONE."""
-        dst = self.start_dst()
-        uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
-        self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 20,
-                                                  "free-page-hint-wait": 5000})
-        self.src.cmd("migrate", uri=uri)
-        self.wait_round()
+        dst = self.start_in_round(1 << 20, 5000)
         self.src.cmd("migrate_cancel")
         self.wait_status("cancelled")
         self.wait_hint_status("done")
@@ -108,12 +118,7 @@ class Soak:
 
     def fault_kill_dst(self):
         """The destination dies mid-migration: the source runs on."""
-        dst = self.start_dst()
-        uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
-        self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 20,
-                                                  "free-page-hint-wait": 0})
-        self.src.cmd("migrate", uri=uri)
-        self.wait_round()
+        dst = self.start_in_round(8 << 20, 0)
         time.sleep(0.5)
         dst.proc.kill()
         dst.close()
@@ -126,41 +131,19 @@ class Soak:
 
     def fault_stop_cont_reset(self):
         """stop and cont of the VM while a hint round is in progress."""
-        dst = self.start_dst()
-        uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
-        self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 20,
-                                                  "free-page-hint-wait": 2000})
-        self.src.cmd("migrate", uri=uri)
-        self.wait_round()
+        dst = self.start_in_round(16 << 20, 2000)
         self.src.cmd("stop")
         time.sleep(0.2)
         self.src.cmd("cont")
-        self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 100 << 30})
-        self.wait_status("completed")
-        self.src.close()
-        self.src = dst
-        self.src.attach_serial()
-        self.hops += 1
-        self.faults += 1
+        self.finish_hop(dst)
         self.check(self.src, "hop with stop/cont during a hint round")
 
     def fault_reset(self):
         """system_reset during a hint round: migration completes and the
         rebooted guest comes up on the destination."""
-        dst = self.start_dst()
-        uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
-        self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 20,
-                                                  "free-page-hint-wait": 2000})
-        self.src.cmd("migrate", uri=uri)
-        self.wait_round()
+        dst = self.start_in_round(16 << 20, 2000)
         self.src.cmd("system_reset")
-        self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 100 << 30})
-        self.wait_status("completed")
-        self.src.close()
-        self.src = dst
-        self.src.attach_serial()
-        self.hops += 1
-        self.faults += 1
+        self.finish_hop(dst)
         # The guest rebooted: its memory is new; it must come up and work
         self.src.boot()
         self.src.agent("keep 64")
