@@ -42,7 +42,10 @@ class Guest:
     """One QEMU process running the test guest (or waiting for it)."""
 
     def __init__(self, qemu="ours", mem_mib=2048, hints=True, incoming=False,
-                 accel="tcg", smp=2, name="src", extra=(), reboot=False):
+                 accel="tcg", smp=2, name="src", extra=(), reboot=False,
+                 wrapper=()):
+        """wrapper: a command prefix for QEMU, e.g. ("ip", "netns", "exec",
+        NAME) to run it in another network namespace."""
         binary = QEMU[qemu]
         if not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is missing: run 'make build'"
@@ -56,7 +59,7 @@ class Guest:
         balloon = "virtio-balloon-pci,id=balloon,iothread=io0"
         if hints:
             balloon += ",free-page-hint=on"
-        args = [binary, "-machine", "q35", "-accel", accel,
+        args = [*wrapper, binary, "-machine", "q35", "-accel", accel,
                 "-m", str(mem_mib), "-smp", str(smp),
                 "-nodefaults", "-display", "none",
                 "-kernel", os.path.join(GUEST, "vmlinuz"),
@@ -213,9 +216,10 @@ def probe_accel():
 
 
 def migrate(src, dst, bandwidth=100 << 30, downtime_ms=2000, caps=(),
-            params=None, timeout=MIGRATION_TIMEOUT):
-    """Migrate src to dst over a unix socket; return query-migrate's result."""
-    uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
+            params=None, timeout=MIGRATION_TIMEOUT, uri=None):
+    """Migrate src to dst over a unix socket (or uri, e.g. tcp:ADDR:PORT);
+    return query-migrate's result."""
+    uri = uri or "unix:" + os.path.join(dst.dir, "migrate.sock")
     if caps:
         for who in (src, dst):
             who.cmd("migrate-set-capabilities",
