@@ -11,6 +11,8 @@
  *   verify      check every kept page; report pages and mismatches
  *   churn M     start a child that keeps allocating up to M MiB in
  *               chunks, writing, verifying and freeing them
+ *   churnstat   report the pages it has written and checked so far,
+ *               without stopping it (its work rate, measured by the host)
  *   churnstop   stop it; report rounds, pages checked and mismatches
  *   free        report MemFree and MemAvailable in KiB
  *
@@ -136,6 +138,8 @@ static void cmd_verify(void)
 }
 
 static volatile sig_atomic_t churn_stop;
+/* Pages the churn child has written and checked, shared with the parent */
+static unsigned long *churn_work;
 
 static void on_term(int sig)
 {
@@ -162,10 +166,12 @@ static void churn_loop(unsigned long mib, int fd)
         }
         for (i = 0; i < pages; i++) {
             fill_page(p + i * (PAGE / 8), seed, i);
+            __atomic_fetch_add(&churn_work[0], 1, __ATOMIC_RELAXED);
         }
         for (i = 0; i < pages; i++) {
             checked++;
             bad += !check_page(p + i * (PAGE / 8), seed, i);
+            __atomic_fetch_add(&churn_work[1], 1, __ATOMIC_RELAXED);
         }
         munmap(p, pages * PAGE);
         rounds++;
@@ -188,6 +194,16 @@ static void cmd_churn(unsigned long mib)
         printf("@@ERR churn: already running or bad size\n");
         return;
     }
+    if (!churn_work) {
+        churn_work = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (churn_work == MAP_FAILED) {
+            churn_work = NULL;
+            printf("@@ERR churn: no shared page for its counters\n");
+            return;
+        }
+    }
+    churn_work[0] = churn_work[1] = 0;
     churn_pid = fork();
     if (churn_pid == 0) {
         close(fds[0]);
@@ -214,6 +230,17 @@ static void cmd_churnstop(void)
     churn_pid = 0;
     buf[n > 0 ? n : 0] = '\0';
     printf("@@OK churnstop %s\n", buf);
+}
+
+static void cmd_churnstat(void)
+{
+    if (!churn_pid) {
+        printf("@@ERR churnstat: not running\n");
+        return;
+    }
+    printf("@@OK churnstat written=%lu checked=%lu\n",
+           __atomic_load_n(&churn_work[0], __ATOMIC_RELAXED),
+           __atomic_load_n(&churn_work[1], __ATOMIC_RELAXED));
 }
 
 static void print_file_line(const char *what, const char *path,
@@ -251,6 +278,8 @@ int main(void)
             cmd_verify();
         } else if (sscanf(line, "churn %lu", &arg) == 1) {
             cmd_churn(arg);
+        } else if (!strcmp(line, "churnstat")) {
+            cmd_churnstat();
         } else if (!strcmp(line, "churnstop")) {
             cmd_churnstop();
         } else if (!strcmp(line, "free")) {
