@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := /usr/bin/python3
 
 .PHONY: help deps source prepare build stock guest demo check export bench \
-        soak clean distclean
+        soak sanitize fuzz clean distclean
 
 help:
 	@echo "make demo     install, prepare, build, boot a guest, migrate it (hints off/on)"
@@ -13,6 +13,8 @@ help:
 	@echo "make export   write the work tree's commits back to base/ and patches/"
 	@echo "make bench    benchmark: no hints vs upstream's hints vs ours"
 	@echo "make soak     50 ping-pong migrations of a busy guest, with faults"
+	@echo "make sanitize virtio-balloon-test against an ASAN + UBSAN build"
+	@echo "make fuzz     libFuzzer on the free page vq, FUZZ_TIME seconds (300)"
 	@echo "steps: deps source prepare build stock guest; clean distclean"
 
 deps:
@@ -53,8 +55,18 @@ bench: build stock guest
 soak: build guest
 	@$(PY) tests/e2e/soak.py --faults $(SOAK_ARGS)
 
+# The series again with ASAN, UBSAN and libFuzzer (build/qemu/build-san)
+sanitize: prepare
+	@scripts/build.sh san qemu-system-x86_64 tests/qtest/virtio-balloon-test
+	@tests/sanitize.sh
+
+FUZZ_TIME ?= 300
+fuzz: prepare
+	@scripts/build.sh san qemu-fuzz-x86_64
+	@FUZZ_TIME=$(FUZZ_TIME) tests/fuzz.sh
+
 clean:
-	rm -rf build/guest build/qemu/build build/qemu-stock/build
+	rm -rf build/guest build/qemu/build build/qemu/build-san build/qemu-stock/build
 
 distclean:
 	rm -rf build

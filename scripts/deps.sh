@@ -10,7 +10,10 @@ STEP=deps
 PKGS=(build-essential ccache ninja-build pkg-config libglib2.0-dev
       libpixman-1-dev libfdt-dev zlib1g-dev flex bison python3-venv
       python3-setuptools dpkg-dev seabios qemu-system-data busybox-static
-      ipxe-qemu cpio gzip iproute2 python3-matplotlib)
+      ipxe-qemu cpio gzip iproute2 python3-matplotlib
+      clang-14 libclang-rt-14-dev llvm-14)
+# clang-14, its sanitizer and libFuzzer runtimes (libclang-rt-14-dev) and
+# llvm-symbolizer (llvm-14): make sanitize and make fuzz.
 # qemu-system-x86: Debian's own QEMU 10.0 build, for the compatibility tests
 BPO_PKGS=(meson python3-pycotap qemu-system-x86)
 LIST=/etc/apt/sources.list.d/qemu-free-page-hint.sources
