@@ -10,7 +10,7 @@ STEP=deps
 PKGS=(build-essential ccache ninja-build pkg-config libglib2.0-dev
       libpixman-1-dev libfdt-dev zlib1g-dev flex bison python3-venv
       python3-setuptools dpkg-dev seabios qemu-system-data busybox-static
-      ipxe-qemu cpio gzip iproute2 python3-matplotlib
+      ipxe-qemu cpio gzip iproute2 python3-matplotlib valgrind
       clang-14 libclang-rt-14-dev llvm-14)
 # clang-14, its sanitizer and libFuzzer runtimes (libclang-rt-14-dev) and
 # llvm-symbolizer (llvm-14): make sanitize and make fuzz.
