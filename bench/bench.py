@@ -2,19 +2,25 @@
 """make bench: no hints vs upstream's hints vs ours, in one run on one machine.
 
 Each case boots the test guest, brings it into the workload's state,
-migrates it over a loopback unix socket (max-bandwidth 100G, downtime-limit
-2 s) and has the guest verify its memory on the destination.  Writes
-bench/results.md (Markdown table, median and min-max of --runs runs) and
+migrates it (max-bandwidth 100G, downtime-limit 2 s) over a link and has
+the guest verify its memory on the destination.  Links: "loopback", a unix
+socket at full speed; "1g" and "10g", TCP to a destination QEMU in another
+network namespace behind a veth pair shaped with tc tbf (bench/netns.py).
+The busy guest's churn rate is measured at rest (--rest seconds) and
+during the migration.  Writes bench/results.md (Markdown tables, median
+and min-max of --runs runs), bench/results.json (every run) and
 bench/results.png (time and bytes against guest size, per variant).
 
     bench.py [--sizes 1024,2048,4096,8192] [--workloads idle,freed,busy]
-             [--runs 3] [--variants "no hints,upstream hints,our hints"]
+             [--links loopback,1g,10g] [--runs 3] [--rest 3]
+             [--variants "no hints,upstream hints,our hints"]
 """
 
 import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -22,8 +28,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
 
+from netns import LINKS, Netns  # noqa: E402
 from scenario import BENCH_VARIANTS, VARIANTS, run_logged  # noqa: E402
 from vm import HarnessError, log, probe_accel  # noqa: E402
+
+LINK_TEXT = {"loopback": "loopback unix socket",
+             "1g": "1 Gbit/s (veth, tc tbf)", "10g": "10 Gbit/s (veth, tc tbf)"}
 
 
 def machine():
@@ -38,7 +48,11 @@ def machine():
             f"{platform.system()} {platform.release()}")
 
 
-def spread(values, fmt):
+def f0(v):
+    return f"{v:.0f}"
+
+
+def spread(values, fmt=f0):
     med = statistics.median(values)
     if len(values) == 1:
         return fmt(med)
@@ -46,27 +60,51 @@ def spread(values, fmt):
 
 
 def summarize(results, runs):
-    lines = ["| workload | guest | variant | total time (ms) | downtime (ms) "
-             "| transferred (MiB) | pages not sent | verified |",
-             "|---|---:|---|---:|---:|---:|---:|---|"]
+    lines = ["| link | workload | guest | variant | total time (ms) "
+             "| downtime (ms) | transferred (MiB) | average rate (Mbit/s) "
+             "| pages not sent | verified |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for key, rows in results.items():
-        workload, mem, variant = key
+        link, workload, mem, variant = key
         ok = [r for r in rows if "error" not in r]
         if not ok:
-            lines.append(f"| {workload} | {mem} MiB | {variant} | "
-                         f"{rows[0]['error']} | | | | |")
+            lines.append(f"| {link} | {workload} | {mem} MiB | {variant} | "
+                         f"{rows[0]['error']} | | | | | |")
             continue
         bad = sum(r["mismatches"] for r in ok)
         failed = len(rows) - len(ok)
         lines.append(
-            f"| {workload} | {mem} MiB | {variant} "
-            f"| {spread([r['total_ms'] for r in ok], str)} "
-            f"| {spread([r['downtime_ms'] for r in ok], str)} "
-            f"| {spread([r['transferred'] / (1 << 20) for r in ok], lambda v: f'{v:.0f}')} "
-            f"| {spread([r['not_sent'] for r in ok], str)} "
+            f"| {link} | {workload} | {mem} MiB | {variant} "
+            f"| {spread([r['total_ms'] for r in ok])} "
+            f"| {spread([r['downtime_ms'] for r in ok])} "
+            f"| {spread([r['transferred'] / (1 << 20) for r in ok])} "
+            f"| {spread([rate_mbit(r) for r in ok])} "
+            f"| {spread([r['not_sent'] for r in ok])} "
             f"| {'ok' if bad == 0 else f'{bad} MISMATCHES'}"
             f"{f', {failed} of {runs} runs failed' if failed else ''} |")
     return "\n".join(lines)
+
+
+def rate_mbit(r):
+    """Bytes transferred over the whole migration time, in Mbit/s."""
+    return r["transferred"] * 8 / max(r["total_ms"], 1) / 1000
+
+
+def summarize_work(results):
+    """The busy guest's own work: its churn rate at rest and in migration."""
+    lines = ["| link | guest | variant | churn at rest (MiB/s) "
+             "| churn during migration (MiB/s) | during / at rest |",
+             "|---|---:|---|---:|---:|---:|"]
+    for (link, workload, mem, variant), rows in results.items():
+        ok = [r for r in rows if "churn_mib_s_migration" in r]
+        if workload != "busy" or not ok:
+            continue
+        lines.append(
+            f"| {link} | {mem} MiB | {variant} "
+            f"| {spread([r['churn_mib_s_rest'] for r in ok])} "
+            f"| {spread([r['churn_mib_s_migration'] for r in ok])} "
+            f"| {spread([100 * r['churn_mib_s_migration'] / r['churn_mib_s_rest'] for r in ok], lambda v: f'{v:.0f}%')} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def plot(results, path):
@@ -74,32 +112,62 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    workloads = sorted({k[0] for k in results})
+    workloads = sorted({k[1] for k in results})
+    links = [k for k in LINKS if any(r[0] == k for r in results)]
+    styles = dict(zip(LINKS, ("-", "--", ":")))
+    colors = dict(zip(BENCH_VARIANTS, ("C0", "C1", "C2")))
     fig, axes = plt.subplots(2, len(workloads), figsize=(5 * len(workloads), 7),
                              squeeze=False)
     for col, workload in enumerate(workloads):
-        for variant in BENCH_VARIANTS:
-            pts = sorted((k[1], [r for r in v if "error" not in r])
+        for link, variant in ((li, v) for li in links for v in BENCH_VARIANTS):
+            pts = sorted((k[2], [r for r in v if "error" not in r])
                          for k, v in results.items()
-                         if k[0] == workload and k[2] == variant)
+                         if k[0] == link and k[1] == workload
+                         and k[3] == variant)
             pts = [(m, rows) for m, rows in pts if rows]
             if not pts:
                 continue
+            label = variant if len(links) == 1 else f"{variant}, {link}"
+            style = dict(marker="o", label=label, linestyle=styles[link],
+                         color=colors.get(variant))
             sizes = [m / 1024 for m, _ in pts]
             t = [statistics.median(r["total_ms"] for r in rows) for _, rows in pts]
             b = [statistics.median(r["transferred"] for r in rows) / (1 << 20)
                  for _, rows in pts]
-            axes[0][col].plot(sizes, t, marker="o", label=variant)
-            axes[1][col].plot(sizes, b, marker="o", label=variant)
+            axes[0][col].plot(sizes, t, **style)
+            axes[1][col].plot(sizes, b, **style)
         axes[0][col].set_title(f"{workload} guest")
         axes[0][col].set_ylabel("total migration time (ms)")
         axes[1][col].set_ylabel("transferred (MiB)")
         for row in (0, 1):
             axes[row][col].set_xlabel("guest RAM (GiB)")
             axes[row][col].grid(True, alpha=0.3)
-            axes[row][col].legend()
+            axes[row][col].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+
+
+def check_links(links, ns):
+    """Measure each shaped link with a plain TCP stream: the tc rate applies."""
+    measured = {}
+    for link in links:
+        rate = LINKS[link]
+        if rate is None:
+            continue
+        ns.set_rate(rate)
+        got = ns.measure()
+        measured[link] = got
+        log(f"[bench] link {link}: a TCP stream gets {got / 1e6:.0f} Mbit/s "
+            f"(limit {rate / 1e6:.0f})")
+        if got > rate * 1.1:
+            raise HarnessError(f"link {link}: {got / 1e6:.0f} Mbit/s is above "
+                               "its limit, tc's shaping did not apply; check "
+                               f"'tc qdisc show' in namespace {ns.name}")
+    return measured
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)   # unwinds: guests closed, netns deleted
 
 
 def main():
@@ -107,7 +175,10 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1024,2048,4096,8192")
     ap.add_argument("--workloads", default="idle,freed,busy")
+    ap.add_argument("--links", default="loopback,1g,10g")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rest", type=float, default=3,
+                    help="seconds to measure the busy guest's rate at rest")
     ap.add_argument("--variants", default=",".join(BENCH_VARIANTS))
     ap.add_argument("--out", default=HERE)
     args = ap.parse_args()
@@ -115,40 +186,80 @@ def main():
     for v in variants:
         if v not in VARIANTS:
             sys.exit(f"[bench] unknown variant '{v}': one of {', '.join(VARIANTS)}")
+    links = [li.strip() for li in args.links.split(",")]
+    for li in links:
+        if li not in LINKS:
+            sys.exit(f"[bench] unknown link '{li}': one of {', '.join(LINKS)}")
+    signal.signal(signal.SIGTERM, _terminate)
     accel = probe_accel()
     sizes = [int(s) for s in args.sizes.split(",")]
     workloads = args.workloads.split(",")
     results = {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    total = len(sizes) * len(workloads) * len(variants) * args.runs
+    total = len(links) * len(sizes) * len(workloads) * len(variants) * args.runs
     n = 0
-    # Runs interleave the variants, so that drift in the machine's load
-    # spreads over all of them.
-    for run in range(args.runs):
-        for workload in workloads:
-            for mem in sizes:
-                for variant in variants:
-                    n += 1
-                    log(f"[bench] {n}/{total}")
-                    key = (workload, mem, variant)
-                    try:
-                        r = run_logged(variant, mem, workload, accel)
-                    except HarnessError as e:
-                        log(f"[bench]   failed: {e}")
-                        r = {"error": f"failed: {str(e)[:60]}"}
-                    results.setdefault(key, []).append(r)
+    t_start = time.monotonic()
+    ns = Netns() if any(LINKS[li] for li in links) else None
+    try:
+        if ns:
+            ns.__enter__()
+        measured = check_links(links, ns) if ns else {}
+        # Runs interleave the variants, so that drift in the machine's load
+        # spreads over all of them.
+        for run in range(args.runs):
+            for link in links:
+                kw = {"rest_s": args.rest}
+                if LINKS[link]:
+                    ns.set_rate(LINKS[link])
+                    kw.update(dst_wrapper=ns.wrapper, uri=ns.uri)
+                for workload in workloads:
+                    for mem in sizes:
+                        for variant in variants:
+                            n += 1
+                            elapsed = time.monotonic() - t_start
+                            eta = (f", about {elapsed / (n - 1) * (total - n + 1) / 60:.0f} min left"
+                                   if n > 1 else "")
+                            log(f"[bench] {n}/{total} run {run + 1}, link "
+                                f"{link}{eta}")
+                            key = (link, workload, mem, variant)
+                            try:
+                                r = run_logged(variant, mem, workload, accel,
+                                               **kw)
+                                r["link"] = link
+                            except HarnessError as e:
+                                log(f"[bench]   failed: {e}")
+                                r = {"error": f"failed: {str(e)[:60]}"}
+                            results.setdefault(key, []).append(r)
+    finally:
+        if ns:
+            ns.close()
+    minutes = (time.monotonic() - t_start) / 60
+    link_text = "; ".join(
+        LINK_TEXT[li] + (f", a TCP stream measured {measured[li] / 1e6:.0f} "
+                         "Mbit/s" if li in measured else "") for li in links)
+    cmd = " ".join(f"--{k} {getattr(args, k)}" for k in
+                   ("sizes", "workloads", "links", "runs"))
+    if variants != list(BENCH_VARIANTS):
+        cmd += f' --variants "{args.variants}"'
     head = (f"Measured {started} on {machine()}; {accel.upper()}, 2 vCPUs, "
-            f"loopback unix socket, max-bandwidth 100G, downtime-limit 2 s; "
-            f"median (min-max) of {args.runs} run(s).\n"
-            f"Command: `make bench BENCH_ARGS='--sizes {args.sizes} "
-            f"--workloads {args.workloads} --runs {args.runs}'`\n")
+            f"max-bandwidth 100G, downtime-limit 2 s; links: {link_text}; "
+            f"median (min-max) of {args.runs} run(s); took {minutes:.0f} min.\n"
+            f"Command: `make bench BENCH_ARGS='{cmd}'`\n")
     md = head + "\n" + summarize(results, args.runs) + "\n"
+    work = summarize_work(results)
+    if work:
+        md += ("\nThe busy guest's own work (MiB its churn wrote and checked "
+               f"per second): over {args.rest:g} s at rest just before the "
+               "migration, and from the migration's start until the "
+               "destination answered:\n\n" + work + "\n")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"|".join(map(str, k)): v for k, v in results.items()}, f,
-                  indent=1)
+        json.dump({"measured": started, "machine": machine(), "accel": accel,
+                   "command": cmd, "link_tcp_bits_per_s": measured,
+                   "cases": {"|".join(map(str, k)): v
+                             for k, v in results.items()}}, f, indent=1)
     plot(results, os.path.join(args.out, "results.png"))
     print(md)
     return 0

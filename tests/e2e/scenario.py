@@ -30,9 +30,15 @@ def prepare_workload(g, workload, mem_mib):
 
 
 def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
-             downtime_ms=2000, caps=(), params=None, dst_qemu=None):
+             downtime_ms=2000, caps=(), params=None, dst_qemu=None,
+             dst_wrapper=(), uri=None, rest_s=0):
     """Boot, load, migrate, verify on the destination; return a result row.
-    dst_qemu: another QEMU for the destination ("ours" or "stock")."""
+    dst_qemu: another QEMU for the destination ("ours" or "stock").
+    dst_wrapper, uri: a command prefix for the destination QEMU and the
+    migration URI (bench/netns.py: another network namespace, over TCP).
+    rest_s: with the busy workload, measure the guest's churn rate over
+    rest_s seconds before the migration and compare it with its rate
+    during the migration."""
     qemu, hints = VARIANTS[variant]
     src = dst = None
     try:
@@ -46,14 +52,23 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
         if workload != "busy":
             time.sleep(1)   # let the guest settle after its writes
         dst = Guest(dst_qemu or qemu, mem_mib, hints, incoming=True,
-                    accel=accel, name="dst")
+                    accel=accel, name="dst", wrapper=dst_wrapper)
+        work = {}
+        if workload == "busy" and rest_s:
+            w0, t0 = churn_work(src)
+            time.sleep(rest_s)
+            w1, t1 = churn_work(src)
+            work["rest"] = (w1 - w0, t1 - t0)
         t0 = time.monotonic()
-        info = migrate(src, dst, bandwidth, downtime_ms, caps, params)
+        info = migrate(src, dst, bandwidth, downtime_ms, caps, params, uri=uri)
         wall = time.monotonic() - t0
         ram = info["ram"]
         dst.attach_serial()
         churn = {}
         if workload == "busy":
+            if rest_s:
+                w2, t2 = churn_work(dst)
+                work["migration"] = (w2 - w1, t2 - t1)
             churn = dst.agent("churnstop", timeout=120)
         verify = dst.agent("verify", timeout=300)
         sent_pages = ram["normal"] + ram["duplicate"]
@@ -69,12 +84,32 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
             "mismatches": int(verify["mismatches"])
             + int(churn.get("mismatches", 0)),
             "churn_rounds": int(churn.get("rounds", 0)),
+            "mbps": ram.get("mbps"),
+            # MiB the churn wrote and checked per second, at rest and from
+            # just before the migration until the destination answered
+            **{f"churn_mib_s_{k}": pages * PAGE / (1 << 20) / secs
+               for k, (pages, secs) in work.items()},
             "free_page_hint": info.get("free-page-hint"),
         }
     finally:
         for g in (src, dst):
             if g:
                 g.close()
+
+
+def churn_work(g):
+    """Pages the busy guest's churn has written and checked, and when."""
+    for attempt in range(3):
+        try:
+            r = g.agent("churnstat", timeout=60)
+            break
+        except HarnessError as e:
+            # Right after a migration, the destination's console has lost
+            # the first byte of a command ("unknown command 'hurnstat'")
+            if "unknown command" not in str(e) or attempt == 2:
+                raise
+            log(f"[migrate]   retrying churnstat: {e}")
+    return int(r["written"]) + int(r["checked"]), time.monotonic()
 
 
 def mib(n):
