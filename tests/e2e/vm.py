@@ -43,9 +43,10 @@ class Guest:
 
     def __init__(self, qemu="ours", mem_mib=2048, hints=True, incoming=False,
                  accel="tcg", smp=2, name="src", extra=(), reboot=False,
-                 wrapper=()):
+                 wrapper=(), cmdline=""):
         """wrapper: a command prefix for QEMU, e.g. ("ip", "netns", "exec",
-        NAME) to run it in another network namespace."""
+        NAME) to run it in another network namespace.  cmdline: more
+        options for the guest's kernel."""
         binary = QEMU[qemu]
         if not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is missing: run 'make build'"
@@ -64,7 +65,7 @@ class Guest:
                 "-nodefaults", "-display", "none",
                 "-kernel", os.path.join(GUEST, "vmlinuz"),
                 "-initrd", os.path.join(GUEST, "initrd.gz"),
-                "-append", "console=ttyS0 quiet loglevel=1 panic=-1",
+                "-append", "console=ttyS0 quiet loglevel=1 panic=-1 " + cmdline,
                 "-chardev", f"socket,id=s0,path={self.serial_path},server=on,wait=off",
                 "-serial", "chardev:s0",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
