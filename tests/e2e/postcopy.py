@@ -1,0 +1,153 @@
+#!/usr/bin/python3
+"""Postcopy with free page hints, end to end: the Debian guest frees most
+of its memory and keeps churning; migration switches to postcopy after the
+guest's first round of hints; on the destination the guest allocates and
+writes memory it had hinted free while postcopy still runs; then it
+verifies everything it keeps.  Optionally the migration channel breaks in
+the middle of postcopy and migration resumes on a new one.
+
+    postcopy.py [--mem 1024] [--recover] [--no-hints] [--cmdline OPTIONS]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from scenario import KEEP_MIB, mib  # noqa: E402
+from vm import Guest, HarnessError, hint_negotiated, log, probe_accel  # noqa: E402
+
+PRECOPY_BANDWIDTH = 64 << 20     # slow enough to switch in the middle
+POSTCOPY_BANDWIDTH = 16 << 20    # postcopy lasts several seconds
+CHURN_MIB = 128
+TIMEOUT = 300
+# Debian's kernel zeroes the pages its driver allocates for a hint round
+# (init_on_alloc), which dirties them again: at the switch they are dirty
+# and go as ordinary (zero) pages.  Without it the hinted pages stay clean
+# and reach the destination only through what the switch does for them.
+INIT_ON_ALLOC_OFF = "init_on_alloc=0"
+
+
+def wait_status(g, want, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        info = g.cmd("query-migrate")
+        if info.get("status") in want:
+            return info
+        if info.get("status") in ("failed", "cancelled"):
+            raise HarnessError(f"migration ({g.name}) {info['status']}: "
+                               f"{info.get('error-desc', '')}")
+        if time.monotonic() > deadline:
+            raise HarnessError(f"migration ({g.name}) is '{info.get('status')}',"
+                               f" not {'/'.join(want)}, after {timeout} s")
+        time.sleep(0.05)
+
+
+def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
+    """One postcopy migration; returns a dict of what happened."""
+    src = dst = None
+    try:
+        src = Guest("ours", mem, hints, accel=accel, name="src",
+                    cmdline=cmdline)
+        if hint_negotiated(src.boot()) != hints:
+            raise HarnessError("the guest's driver did not negotiate hinting")
+        src.agent(f"keep {KEEP_MIB}")
+        src.agent(f"fill {mem - 256}", timeout=600)
+        src.agent(f"churn {CHURN_MIB}")
+        dst = Guest("ours", mem, hints, incoming=True, accel=accel, name="dst",
+                    cmdline=cmdline)
+        uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
+        caps = [{"capability": "postcopy-ram", "state": True}]
+        for g in (src, dst):
+            g.cmd("migrate-set-capabilities", capabilities=caps)
+        src.cmd("migrate-set-parameters", **{
+            "max-bandwidth": PRECOPY_BANDWIDTH,
+            "max-postcopy-bandwidth": POSTCOPY_BANDWIDTH})
+        dst.cmd("migrate-incoming", uri=uri)
+        t0 = time.monotonic()
+        src.cmd("migrate", uri=uri)
+        # Switch once the guest has reported its free pages (or after a
+        # second of precopy without hints)
+        deadline = time.monotonic() + (60 if hints else 1)
+        while time.monotonic() < deadline:
+            info = wait_status(src, ("active",))
+            if (info.get("free-page-hint") or {}).get("rounds-completed"):
+                break
+            time.sleep(0.05)
+        else:
+            if hints:
+                raise HarnessError("the guest did not complete a hint round")
+        src.cmd("migrate-start-postcopy")
+        wait_status(src, ("postcopy-active",))
+        switched = time.monotonic() - t0
+        log(f"[postcopy] switched after {switched:.1f} s")
+
+        # The destination runs the guest: allocate and write memory that
+        # the guest had hinted free on the source
+        dst.attach_serial()
+        t1 = time.monotonic()
+        dst.agent("fill 256", timeout=TIMEOUT)
+        fill_s = time.monotonic() - t1
+        still_postcopy = src.cmd("query-migrate")["status"] != "completed"
+        log(f"[postcopy] the destination's guest wrote 256 MiB in "
+            f"{fill_s:.1f} s (postcopy {'still' if still_postcopy else 'no longer'}"
+            " running)")
+
+        if recover:
+            uri2 = "unix:" + os.path.join(dst.dir, "recover.sock")
+            src.cmd("migrate-pause")
+            wait_status(dst, ("postcopy-paused",))
+            wait_status(src, ("postcopy-paused",))
+            log("[postcopy] channel broken (migrate-pause); recovering")
+            dst.cmd("migrate-recover", uri=uri2)
+            src.cmd("migrate", uri=uri2, resume=True)
+
+        info = wait_status(src, ("completed",), timeout=TIMEOUT)
+        churn = dst.agent("churnstop", timeout=120)
+        verify = dst.agent("verify", timeout=300)
+        ram = info["ram"]
+        return {
+            "hints": hints, "recover": recover, "mem_mib": mem,
+            "switch_s": switched, "fill_s": fill_s,
+            "filled_in_postcopy": still_postcopy,
+            "total_ms": info["total-time"], "downtime_ms": info["downtime"],
+            "transferred": ram["transferred"],
+            "postcopy_bytes": ram.get("postcopy-bytes", 0),
+            "postcopy_requests": ram.get("postcopy-requests", 0),
+            "verified_pages": int(verify["pages"]),
+            "mismatches": int(verify["mismatches"]) + int(churn["mismatches"]),
+            "churn_rounds": int(churn["rounds"]),
+            "free_page_hint": info.get("free-page-hint"),
+        }
+    finally:
+        for g in (src, dst):
+            if g:
+                g.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mem", type=int, default=1024)
+    ap.add_argument("--recover", action="store_true")
+    ap.add_argument("--no-hints", action="store_true")
+    ap.add_argument("--cmdline", default=INIT_ON_ALLOC_OFF,
+                    help="guest kernel options (default: %(default)s)")
+    args = ap.parse_args()
+    r = run(args.mem, not args.no_hints, args.recover, probe_accel(),
+            args.cmdline)
+    fph = r["free_page_hint"] or {}
+    print(f"postcopy{' with recovery' if r['recover'] else ''}, hints "
+          f"{'on' if r['hints'] else 'off'}, {r['mem_mib']} MiB guest: "
+          f"{r['total_ms']} ms, {mib(r['transferred'])} sent "
+          f"({mib(r['postcopy_bytes'])} in postcopy), "
+          f"{fph.get('postcopy-free-pages', 0)} free pages sent as zero "
+          f"pages; the guest wrote 256 MiB in {r['fill_s']:.1f} s on the "
+          f"destination; {r['verified_pages']} pages verified, "
+          f"{r['mismatches']} mismatches")
+    return 1 if r["mismatches"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
