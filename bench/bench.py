@@ -166,8 +166,15 @@ def check_links(links, ns):
     return measured
 
 
+STOP = []
+
+
 def _terminate(signum, frame):
-    raise SystemExit(128 + signum)   # unwinds: guests closed, netns deleted
+    # Unwinds: the case's guests are closed, the namespace deleted.  Where
+    # a library swallows the exception, the loop stops before the next case.
+    STOP.append(signum)
+    log(f"[bench] signal {signum}: stopping after cleaning up")
+    raise SystemExit(128 + signum)
 
 
 def main():
@@ -215,6 +222,8 @@ def main():
                 for workload in workloads:
                     for mem in sizes:
                         for variant in variants:
+                            if STOP:
+                                raise SystemExit(128 + STOP[0])
                             n += 1
                             elapsed = time.monotonic() - t_start
                             eta = (f", about {elapsed / (n - 1) * (total - n + 1) / 60:.0f} min left"
