@@ -61,7 +61,7 @@ fi
 log "resetting the work tree to the upstream commit"
 git -C "$WT" am --abort >/dev/null 2>&1 || true
 git -C "$WT" checkout -q -f -B series upstream
-git -C "$WT" clean -q -fd -e build/
+git -C "$WT" clean -q -fd -e build/ -e build-san/
 git -C "$WT" tag -d base >/dev/null 2>&1 || true
 
 apply() {  # apply PATCH...: git am each, stopping with a clear message

@@ -25,6 +25,10 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
 
 mkdir -p "$dir/corpus" "$dir/artifacts"
+# A first input, in the target's encoding: the current command id, a hint
+# of the RAM page at 4 KiB (4096 bytes), then the STOP id, kicked.
+seed=$dir/corpus/seed-id-hint-stop
+[ -e "$seed" ] || printf '\x00\x00\x00\x00\x01\x01\x00\x10\x00\x00\x03\x00\x00\x00\x00\x00\x00\x02\x00\x02' > "$seed"
 out=$dir/fuzz.log
 log "fuzzing $target for $FUZZ_TIME s, corpus $dir/corpus ($(find "$dir/corpus" -type f | wc -l) inputs), log $out"
 # -timeout: one input running that long is a hang.  Status every 30 s.
@@ -47,7 +51,9 @@ grep '^virtio-balloon-free-page-hint:' "$out" | sed "s/^/[$STEP] /" >&2 || true
 funcs=$(grep -E 'COVERED_FUNC.*hw/virtio/virtio-balloon\.c' "$out" || true)
 if [ -n "$funcs" ]; then
     log "virtio-balloon.c: $(grep -c '^COVERED_FUNC' <<<"$funcs") functions covered, $(grep -c '^UNCOVERED_FUNC' <<<"$funcs") not"
-    grep -E 'free_page' <<<"$funcs" | sed -E 's/^(UN)?COVERED_FUNC: hits: ([0-9]+) edges: ([0-9]+\/[0-9]+) ([^ ]+).*/    \1covered \4 edges \3 hits \2/' >&2
+    grep -E 'free_page' <<<"$funcs" |
+        sed -E -e 's/^COVERED_FUNC: hits: [0-9]+ edges: ([0-9]+\/[0-9]+) ([^ ]+).*/    \2: \1 edges/' \
+               -e 's/^UNCOVERED_FUNC: .* ([^ ]+) [^ ]+$/    \1: not reached/' >&2
 fi
 if [ "$rc" != 0 ]; then
     input=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$out" | tail -n 1)

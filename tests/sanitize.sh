@@ -14,9 +14,10 @@ for f in "$QTEST_QEMU_BINARY" "$test"; do
     [ -x "$f" ] || die "$f is missing" "run 'make sanitize' (it builds it)"
 done
 
-# A report stops the process with an error.  detect_leaks=0: QEMU does not
-# free everything when qtest kills it, which is not what this looks for.
-export ASAN_OPTIONS=abort_on_error=1:halt_on_error=1:detect_leaks=0
+# A report stops the process with an error.  Leaks are checked at exit, of
+# QEMU and of the test program; fast_unwind_on_malloc=0 gives them whole
+# stacks (glib has no frame pointers).
+export ASAN_OPTIONS=abort_on_error=1:halt_on_error=1:detect_leaks=1:fast_unwind_on_malloc=0
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_SYMBOLIZER_PATH=/usr/lib/llvm-14/bin/llvm-symbolizer
 
