@@ -55,6 +55,12 @@ if [ -n "$funcs" ]; then
         sed -E -e 's/^COVERED_FUNC: hits: [0-9]+ edges: ([0-9]+\/[0-9]+) ([^ ]+).*/    \2: \1 edges/' \
                -e 's/^UNCOVERED_FUNC: .* ([^ ]+) [^ ]+$/    \1: not reached/' >&2
 fi
+# The point of the target: hints that reach migration's dirty bitmap
+hinted=$(sed -n 's/.*migration saw \([0-9]*\) bytes hinted.*/\1/p' "$out")
+if [ "$rc" = 0 ] && [ "${hinted:-0}" = 0 ]; then
+    die "no hint reached qemu_guest_free_page_hint() in $FUZZ_TIME s (log $out)" \
+        "the target no longer gets the device into a hint round: see the series' changes to migration/ram.c"
+fi
 if [ "$rc" != 0 ]; then
     input=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$out" | tail -n 1)
     grep -E -A30 'ERROR: |runtime error:|ALARM' "$out" | head -n 60 >&2
