@@ -81,8 +81,32 @@ def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
                 raise HarnessError("the guest did not complete a hint round")
         src.cmd("migrate-start-postcopy")
         wait_status(src, ("postcopy-active",))
+        # The destination runs the guest once it has loaded the devices
+        deadline = time.monotonic() + 60
+        while not dst.cmd("query-status")["running"]:
+            if time.monotonic() > deadline:
+                raise HarnessError("the destination did not start the guest")
+            time.sleep(0.02)
         switched = time.monotonic() - t0
         log(f"[postcopy] switched after {switched:.1f} s")
+
+        if recover:
+            # Right after the switch, while postcopy surely still runs (a
+            # destination that has not started the guest yet could not
+            # recover, and would fail the migration)
+            uri2 = "unix:" + os.path.join(dst.dir, "recover.sock")
+            src.cmd("migrate-pause")
+            wait_status(dst, ("postcopy-paused",))
+            wait_status(src, ("postcopy-paused",))
+            log("[postcopy] channel broken (migrate-pause); recovering")
+            # Out of band: the destination's main loop may be waiting for
+            # a page that only the new channel will bring
+            r = dst.qmp.cmd_obj({"exec-oob": "migrate-recover",
+                                 "arguments": {"uri": uri2}, "id": "recover"})
+            if "error" in r:
+                raise HarnessError(f"migrate-recover: {r['error']}")
+            src.cmd("migrate", uri=uri2, resume=True)
+            wait_status(src, ("postcopy-active", "completed"))
 
         # The destination runs the guest: allocate and write memory that
         # the guest had hinted free on the source
@@ -94,15 +118,6 @@ def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
         log(f"[postcopy] the destination's guest wrote 256 MiB in "
             f"{fill_s:.1f} s (postcopy {'still' if still_postcopy else 'no longer'}"
             " running)")
-
-        if recover:
-            uri2 = "unix:" + os.path.join(dst.dir, "recover.sock")
-            src.cmd("migrate-pause")
-            wait_status(dst, ("postcopy-paused",))
-            wait_status(src, ("postcopy-paused",))
-            log("[postcopy] channel broken (migrate-pause); recovering")
-            dst.cmd("migrate-recover", uri=uri2)
-            src.cmd("migrate", uri=uri2, resume=True)
 
         info = wait_status(src, ("completed",), timeout=TIMEOUT)
         churn = dst.agent("churnstop", timeout=120)
