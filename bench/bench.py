@@ -250,6 +250,8 @@ def main():
                    ("sizes", "workloads", "links", "runs"))
     if variants != list(BENCH_VARIANTS):
         cmd += f' --variants "{args.variants}"'
+    if os.path.abspath(args.out) != HERE:
+        cmd += f" --out {os.path.relpath(args.out, os.path.dirname(HERE))}"
     head = (f"Measured {started} on {machine()}; {accel.upper()}, 2 vCPUs, "
             f"max-bandwidth 100G, downtime-limit 2 s; links: {link_text}; "
             f"median (min-max) of {args.runs} run(s); took {minutes:.0f} min.\n"
