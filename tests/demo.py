@@ -6,6 +6,7 @@ free page hints off and on, and print what it cost.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -31,6 +32,10 @@ def main():
     print()
     print(table(rows, f"Guest wrote {max(args.mem - 512, 64)} MiB and freed it; "
                 f"{accel.upper()}, loopback unix socket"))
+    for r in rows:
+        if r.get("free_page_hint"):
+            print(f"\nquery-migrate's free-page-hint member ({r['variant']}):")
+            print(json.dumps(r["free_page_hint"], indent=2))
     return 0 if all("error" not in r and r["mismatches"] == 0 for r in rows) else 1
 
 

@@ -10,6 +10,7 @@ the middle of postcopy and migration resumes on a new one.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -161,6 +162,8 @@ def main():
           f"pages; the guest wrote 256 MiB in {r['fill_s']:.1f} s on the "
           f"destination; {r['verified_pages']} pages verified, "
           f"{r['mismatches']} mismatches")
+    print("query-migrate's free-page-hint member:")
+    print(json.dumps(fph, indent=2))
     return 1 if r["mismatches"] else 0
 
 
