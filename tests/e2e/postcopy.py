@@ -46,6 +46,22 @@ def wait_status(g, want, timeout=60):
         time.sleep(0.05)
 
 
+def recover_oob(dst, uri, timeout=60):
+    """migrate-recover on the destination, out of band: while postcopy is
+    paused its main loop may wait for a page that only the new channel
+    will bring, so in-band commands (query-migrate too) can hang.  Retry
+    until the destination has noticed that the channel broke."""
+    deadline = time.monotonic() + timeout
+    for n in range(1000000):
+        r = dst.qmp.cmd_obj({"exec-oob": "migrate-recover",
+                             "arguments": {"uri": uri}, "id": f"recover{n}"})
+        if "error" not in r:
+            return
+        if time.monotonic() > deadline:
+            raise HarnessError(f"migrate-recover: {r['error']}")
+        time.sleep(0.05)
+
+
 def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
     """One postcopy migration; returns a dict of what happened."""
     src = dst = None
@@ -97,15 +113,9 @@ def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
             # recover, and would fail the migration)
             uri2 = "unix:" + os.path.join(dst.dir, "recover.sock")
             src.cmd("migrate-pause")
-            wait_status(dst, ("postcopy-paused",))
             wait_status(src, ("postcopy-paused",))
             log("[postcopy] channel broken (migrate-pause); recovering")
-            # Out of band: the destination's main loop may be waiting for
-            # a page that only the new channel will bring
-            r = dst.qmp.cmd_obj({"exec-oob": "migrate-recover",
-                                 "arguments": {"uri": uri2}, "id": "recover"})
-            if "error" in r:
-                raise HarnessError(f"migrate-recover: {r['error']}")
+            recover_oob(dst, uri2)
             src.cmd("migrate", uri=uri2, resume=True)
             wait_status(src, ("postcopy-active", "completed"))
 
