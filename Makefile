@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY := /usr/bin/python3
 
 .PHONY: help deps source prepare build stock guest demo check export bench \
-        profile soak sanitize fuzz clean distclean
+        profile soak sanitize fuzz series-check clean distclean
 
 help:
 	@echo "make demo     install, prepare, build, boot a guest, migrate it (hints off/on)"
@@ -16,6 +16,8 @@ help:
 	@echo "make soak     50 ping-pong migrations of a busy guest, with faults"
 	@echo "make sanitize virtio-balloon-test against an ASAN + UBSAN build"
 	@echo "make fuzz     libFuzzer on the free page vq, FUZZ_TIME seconds (300)"
+	@echo "make series-check  build, checkpatch and fast-test each patch in turn"
+	@echo "              (bisectable?); SERIES_CHECK_ARGS='--fail-fast series~2..series'"
 	@echo "steps: deps source prepare build stock guest; clean distclean"
 
 deps:
@@ -68,6 +70,14 @@ FUZZ_TIME ?= 300
 fuzz: prepare
 	@scripts/build.sh san qemu-fuzz-x86_64
 	@FUZZ_TIME=$(FUZZ_TIME) tests/fuzz.sh
+
+# Each commit of base..series built, checkpatch'ed and given the two fast
+# tests, in its own worktree (build/qemu-series-check); logs in
+# build/series-check/.  It checks the work tree's series as committed, so
+# it runs prepare only when there is no work tree yet: prepare refuses a
+# tree with commits not exported yet, the very thing to check before export.
+series-check: $(if $(wildcard build/qemu/.git),,prepare)
+	@scripts/series-check.sh $(SERIES_CHECK_ARGS)
 
 clean:
 	rm -rf build/guest build/qemu/build build/qemu/build-san build/qemu-stock/build

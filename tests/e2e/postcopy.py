@@ -24,6 +24,7 @@ PRECOPY_BANDWIDTH = 64 << 20     # slow enough to switch in the middle
 POSTCOPY_BANDWIDTH = 16 << 20    # postcopy lasts several seconds
 CHURN_MIB = 128
 TIMEOUT = 300
+HINT_TIMEOUT = 120   # for the first hints, at precopy's start
 # Debian's kernel zeroes the pages its driver allocates for a hint round
 # (init_on_alloc), which dirties them again: at the switch they are dirty
 # and go as ordinary (zero) pages.  Without it the hinted pages stay clean
@@ -43,6 +44,21 @@ def wait_status(g, want, timeout=60):
         if time.monotonic() > deadline:
             raise HarnessError(f"migration ({g.name}) is '{info.get('status')}',"
                                f" not {'/'.join(want)}, after {timeout} s")
+        time.sleep(0.05)
+
+
+def wait_hinted(src, timeout):
+    """Wait while precopy runs until a round of hints is complete and the
+    hints have removed pages from the dirty bitmap; return query-migrate's
+    free-page-hint member then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fph = wait_status(src, ("active",)).get("free-page-hint") or {}
+        if fph.get("rounds-completed") and fph.get("pages-cleared"):
+            return fph
+        if time.monotonic() > deadline:
+            raise HarnessError(f"no hint round cleared a page within {timeout}"
+                               f" s of precopy (free-page-hint: {fph})")
         time.sleep(0.05)
 
 
@@ -85,17 +101,15 @@ def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
         dst.cmd("migrate-incoming", uri=uri)
         t0 = time.monotonic()
         src.cmd("migrate", uri=uri)
-        # Switch once the guest has reported its free pages (or after a
-        # second of precopy without hints)
-        deadline = time.monotonic() + (60 if hints else 1)
-        while time.monotonic() < deadline:
-            info = wait_status(src, ("active",))
-            if (info.get("free-page-hint") or {}).get("rounds-completed"):
-                break
-            time.sleep(0.05)
+        # Switch once hints are in (or after a second of precopy without
+        # hints): the guest's hints arrive on the balloon's iothread while
+        # the migration thread sends, so only waiting for them makes the
+        # order of the two certain
+        if hints:
+            at_switch = wait_hinted(src, HINT_TIMEOUT)
         else:
-            if hints:
-                raise HarnessError("the guest did not complete a hint round")
+            time.sleep(1)
+            at_switch = wait_status(src, ("active",)).get("free-page-hint")
         src.cmd("migrate-start-postcopy")
         wait_status(src, ("postcopy-active",))
         # The destination runs the guest once it has loaded the devices
@@ -105,7 +119,8 @@ def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
                 raise HarnessError("the destination did not start the guest")
             time.sleep(0.02)
         switched = time.monotonic() - t0
-        log(f"[postcopy] switched after {switched:.1f} s")
+        log(f"[postcopy] switched after {switched:.1f} s, hints then: "
+            f"{json.dumps(at_switch)}")
 
         if recover:
             # Right after the switch, while postcopy surely still runs (a
@@ -137,6 +152,7 @@ def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
         return {
             "hints": hints, "recover": recover, "mem_mib": mem,
             "switch_s": switched, "fill_s": fill_s,
+            "free_page_hint_at_switch": at_switch,
             "filled_in_postcopy": still_postcopy,
             "total_ms": info["total-time"], "downtime_ms": info["downtime"],
             "transferred": ram["transferred"],

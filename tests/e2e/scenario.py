@@ -19,12 +19,17 @@ VARIANTS = {
 BENCH_VARIANTS = ("no hints", "upstream hints", "our hints")
 
 
+def fill_mib(mem_mib):
+    """How much of its memory the guest writes and frees ("freed")."""
+    return max(mem_mib - 512, 64)
+
+
 def prepare_workload(g, workload, mem_mib):
     """Bring the source guest into the state the workload describes."""
     g.agent(f"keep {KEEP_MIB}")
     if workload in ("freed", "busy"):
         # Write most of memory, then free it: old data in free pages
-        g.agent(f"fill {max(mem_mib - 512, 64)}", timeout=600)
+        g.agent(f"fill {fill_mib(mem_mib)}", timeout=600)
     if workload == "busy":
         g.agent("churn 256")
 

@@ -9,6 +9,9 @@ stop/cont of the VM and a system_reset during a hint round, multifd.
 
     soak.py [--hops 50] [--mem 1024] [--faults]
 Prints one line per hop and a summary; exits non-zero on any mismatch.
+Soak.events says what happened at each hop and fault: the migration's
+final status, the balloon's free-page-hint-status afterwards on the QEMU
+that runs the guest, and what the guest verified.
 """
 
 import argparse
@@ -29,6 +32,7 @@ class Soak:
         self.verified = 0
         self.mismatches = 0
         self.faults = 0
+        self.events = []
         # reboot: the system_reset fault must reboot, not end QEMU
         self.src = Guest("ours", mem, True, accel=accel, name="soak0",
                          reboot=True)
@@ -40,15 +44,24 @@ class Soak:
         return Guest("ours", self.mem, True, incoming=True, accel=self.accel,
                      name=f"soak{self.hops + 1}", reboot=True)
 
-    def check(self, g, what):
-        """Verify the kept memory and the churn, then restart the churn."""
+    def check(self, g, what, kind, status):
+        """Verify the kept memory and the churn, then restart the churn;
+        record the event: @kind, the migration's final @status and the
+        balloon's hint status now."""
+        hint_status = self.hint_status(g)
         churn = g.agent("churnstop", timeout=120)
         v = g.agent("verify", timeout=300)
         bad = int(v["mismatches"]) + int(churn["mismatches"])
         self.verified += int(v["pages"]) + int(churn["pages"])
         self.mismatches += bad
-        log(f"[soak] {what}: {v['pages']} kept pages, {churn['pages']} churn "
-            f"pages checked, {bad} mismatches")
+        self.events.append({"kind": kind, "status": status,
+                            "hint_status": hint_status,
+                            "kept_pages": int(v["pages"]),
+                            "churn_pages": int(churn["pages"]),
+                            "mismatches": bad, "hops": self.hops})
+        log(f"[soak] {what}: migration {status}, hint status {hint_status}; "
+            f"{v['pages']} kept pages, {churn['pages']} churn pages checked, "
+            f"{bad} mismatches")
         g.agent("churn 128")
 
     def start_in_round(self, bandwidth, wait_ms):
@@ -68,12 +81,13 @@ class Soak:
     def finish_hop(self, dst):
         """Let the migration complete and carry on from @dst."""
         self.src.cmd("migrate-set-parameters", **{"max-bandwidth": 100 << 30})
-        self.wait_status("completed")
+        status = self.wait_status("completed")
         self.src.close()
         self.src = dst
         self.src.attach_serial()
         self.hops += 1
         self.faults += 1
+        return status
 
     def hop(self, caps=(), params=None):
         dst = self.new_dst()
@@ -91,15 +105,20 @@ class Soak:
         self.hops += 1
         fph = info.get("free-page-hint", {})
         self.check(self.src, f"hop {self.hops} ({info['total-time']} ms, "
-                   f"{fph.get('pages-cleared', 0)} pages not sent)")
+                   f"{fph.get('pages-cleared', 0)} pages not sent)",
+                   "multifd hop" if "multifd" in caps else "hop",
+                   info["status"])
+
+    @staticmethod
+    def hint_status(g):
+        return g.cmd("qom-get", path="/machine/peripheral/balloon/virtio-backend",
+                     property="free-page-hint-status")
 
     def wait_round(self):
         """Wait until the source's balloon is in a hint round."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            st = self.src.cmd("qom-get",
-                              path="/machine/peripheral/balloon/virtio-backend",
-                              property="free-page-hint-status")
+            st = self.hint_status(self.src)
             if st in ("requested", "start"):
                 return st
             time.sleep(0.01)
@@ -109,12 +128,13 @@ class Soak:
         """migrate_cancel during a hint round: the guest gets DONE."""
         dst = self.start_in_round(1 << 20, 5000)
         self.src.cmd("migrate_cancel")
-        self.wait_status("cancelled")
+        status = self.wait_status("cancelled")
         self.wait_hint_status("done")
         dst.proc.kill()
         dst.close()
         self.faults += 1
-        self.check(self.src, "after migrate_cancel during a hint round")
+        self.check(self.src, "after migrate_cancel during a hint round",
+                   "cancel", status)
 
     def fault_kill_dst(self):
         """The destination dies mid-migration: the source runs on."""
@@ -122,12 +142,13 @@ class Soak:
         time.sleep(0.5)
         dst.proc.kill()
         dst.close()
-        self.wait_status("failed")
+        status = self.wait_status("failed")
         self.wait_hint_status("done")
         if self.src.cmd("query-status")["status"] != "running":
             raise HarnessError("source VM not running after a failed migration")
         self.faults += 1
-        self.check(self.src, "after the destination was killed")
+        self.check(self.src, "after the destination was killed",
+                   "killed destination", status)
 
     def fault_stop_cont_reset(self):
         """stop and cont of the VM while a hint round is in progress."""
@@ -135,40 +156,41 @@ class Soak:
         self.src.cmd("stop")
         time.sleep(0.2)
         self.src.cmd("cont")
-        self.finish_hop(dst)
-        self.check(self.src, "hop with stop/cont during a hint round")
+        status = self.finish_hop(dst)
+        self.check(self.src, "hop with stop/cont during a hint round",
+                   "stop/cont", status)
 
     def fault_reset(self):
         """system_reset during a hint round: migration completes and the
         rebooted guest comes up on the destination."""
         dst = self.start_in_round(16 << 20, 2000)
         self.src.cmd("system_reset")
-        self.finish_hop(dst)
+        status = self.finish_hop(dst)
         # The guest rebooted: its memory is new; it must come up and work
         self.src.boot()
         self.src.agent("keep 64")
         self.src.agent("churn 128")
-        self.check(self.src, "hop with system_reset during a hint round")
+        self.check(self.src, "hop with system_reset during a hint round",
+                   "system_reset", status)
 
     def wait_status(self, want, timeout=120):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.src.cmd("query-migrate").get("status")
             if st == want:
-                return
+                return st
             time.sleep(0.05)
-        raise HarnessError(f"migration did not reach '{want}'")
+        raise HarnessError(f"migration did not reach '{want}' (it is '{st}')")
 
     def wait_hint_status(self, want, timeout=30):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            st = self.src.cmd("qom-get",
-                              path="/machine/peripheral/balloon/virtio-backend",
-                              property="free-page-hint-status")
+            st = self.hint_status(self.src)
             if st == want:
                 return
             time.sleep(0.02)
-        raise HarnessError(f"balloon hint status did not become '{want}'")
+        raise HarnessError(f"balloon hint status did not become '{want}' "
+                           f"(it is '{st}')")
 
     def close(self):
         self.src.close()
