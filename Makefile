@@ -5,7 +5,8 @@ SHELL := /bin/bash
 PY := /usr/bin/python3
 
 .PHONY: help deps source prepare build stock guest demo check export bench \
-        profile soak sanitize fuzz series-check clean distclean
+        profile soak sanitize fuzz series-check libvirt-demo snapshot-bench \
+        reliability clean distclean
 
 help:
 	@echo "make demo     install, prepare, build, boot a guest, migrate it (hints off/on)"
@@ -16,6 +17,9 @@ help:
 	@echo "make soak     50 ping-pong migrations of a busy guest, with faults"
 	@echo "make sanitize virtio-balloon-test against an ASAN + UBSAN build"
 	@echo "make fuzz     libFuzzer on the free page vq, FUZZ_TIME seconds (300)"
+	@echo "make libvirt-demo  live migration and a live snapshot through libvirt"
+	@echo "make snapshot-bench  live snapshots to a file: no hints vs upstream vs ours"
+	@echo "make reliability  hints combined with other memory and migration features"
 	@echo "make series-check  build, checkpatch and fast-test each patch in turn"
 	@echo "              (bisectable?); SERIES_CHECK_ARGS='--fail-fast series~2..series'"
 	@echo "steps: deps source prepare build stock guest; clean distclean"
@@ -79,8 +83,34 @@ fuzz: prepare
 series-check: $(if $(wildcard build/qemu/.git),,prepare)
 	@scripts/series-check.sh $(SERIES_CHECK_ARGS)
 
+# Two libvirt daemons on this machine: virsh migrate --live, a live snapshot
+libvirt-demo: build guest
+	@libvirt/demo.sh $(LIBVIRT_ARGS)
+
+# Live migration to a file: URI (plain and mapped-ram), restored and verified
+snapshot-bench: build stock guest
+	@$(PY) bench/snapshot.py $(SNAPSHOT_ARGS)
+
+# Free page hints with hugepages, virtio-mem, DIMMs, multifd, S3, ... (all
+# cases; make check runs the short ones)
+reliability: build guest
+	@$(PY) tests/e2e/combos.py $(RELIABILITY_ARGS)
+
 clean:
 	rm -rf build/guest build/qemu/build build/qemu/build-san build/qemu-stock/build
 
-distclean:
+dist# Two libvirt daemons on this machine: virsh migrate --live, a live snapshot
+libvirt-demo: build guest
+	@libvirt/demo.sh $(LIBVIRT_ARGS)
+
+# Live migration to a file: URI (plain and mapped-ram), restored and verified
+snapshot-bench: build stock guest
+	@$(PY) bench/snapshot.py $(SNAPSHOT_ARGS)
+
+# Free page hints with hugepages, virtio-mem, DIMMs, multifd, S3, ... (all
+# cases; make check runs the short ones)
+reliability: build guest
+	@$(PY) tests/e2e/combos.py $(RELIABILITY_ARGS)
+
+clean:
 	rm -rf build

@@ -49,7 +49,10 @@ for t in precopy/unix/plain precopy/unix/suspend/live postcopy/plain \
     run "qtest/migration-test/$t" 600 "${hide_kvm[@]}" \
         "$B/tests/qtest/migration-test" -p "/x86_64/migration/$t"
 done
-run e2e 1800 "$PY" "$TOP/tests/e2e/test_e2e.py" -v
+# tests/e2e/test_*.py: one unittest module each (test_e2e.py is the core)
+for t in "$TOP"/tests/e2e/test_*.py; do
+    run "e2e/$(basename "$t" .py)" 1800 "$PY" "$t" -v
+done
 
 echo
 for f in "${failures[@]}"; do
