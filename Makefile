@@ -99,18 +99,5 @@ reliability: build guest
 clean:
 	rm -rf build/guest build/qemu/build build/qemu/build-san build/qemu-stock/build
 
-dist# Two libvirt daemons on this machine: virsh migrate --live, a live snapshot
-libvirt-demo: build guest
-	@libvirt/demo.sh $(LIBVIRT_ARGS)
-
-# Live migration to a file: URI (plain and mapped-ram), restored and verified
-snapshot-bench: build stock guest
-	@$(PY) bench/snapshot.py $(SNAPSHOT_ARGS)
-
-# Free page hints with hugepages, virtio-mem, DIMMs, multifd, S3, ... (all
-# cases; make check runs the short ones)
-reliability: build guest
-	@$(PY) tests/e2e/combos.py $(RELIABILITY_ARGS)
-
-clean:
+distclean:
 	rm -rf build
