@@ -13,7 +13,7 @@ cd "$G"
 kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
        awk '/Depends: linux-image-[0-9]/ && !n++ { print $2 }')
 [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64 to a kernel package" "run 'make deps' (apt-get update)"
-stamp="$kpkg $(sha256sum "$TOP/guest/init" "$TOP/guest/memagent.c" | sha256sum | cut -c1-16)"
+stamp="$kpkg $(sha256sum "$TOP/guest/init" "$TOP/guest/memagent.c" "$TOP/guest/build.sh" | sha256sum | cut -c1-16)"
 if [ -f initrd.gz ] && [ "$(cat stamp 2>/dev/null)" = "$stamp" ]; then
     log "up to date ($kpkg)"
     exit 0
@@ -30,7 +30,8 @@ if [ ! -d "kernel-$kpkg" ]; then
     mv kernel.tmp "kernel-$kpkg"
 fi
 kdir=kernel-$kpkg
-cp "$kdir"/boot/vmlinuz-* vmlinuz
+cp "$kdir"/boot/vmlinuz-* vmlinuz.tmp  # atomic: others may be booting it
+mv vmlinuz.tmp vmlinuz
 
 log "building memagent"
 gcc -O2 -Wall -Wextra -Werror -static -o memagent "$TOP/guest/memagent.c" ||
@@ -43,7 +44,7 @@ cp /bin/busybox root/bin/busybox
 cp "$TOP/guest/init" root/init
 cp memagent root/memagent
 for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev \
-         virtio_pci virtio_balloon; do
+         virtio_pci virtio_balloon virtio_mem; do
     f=$(find "$kdir/lib/modules" -name "$m.ko*" | head -n 1)
     [ -n "$f" ] || die "module $m not found in $kpkg" "check the kernel package"
     case "$f" in

@@ -15,9 +15,14 @@
  *               without stopping it (its work rate, measured by the host)
  *   churnstop   stop it; report rounds, pages checked and mismatches
  *   free        report MemFree and MemAvailable in KiB
+ *   placed A B  count the kept pages whose guest-physical address is in
+ *               [A, B) (hex or decimal bytes; from /proc/self/pagemap)
+ *   sh CMD      run CMD with /bin/sh; report its exit status and its
+ *               output (first 3000 bytes) on one line, newlines as '|'
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -243,6 +248,70 @@ static void cmd_churnstat(void)
            __atomic_load_n(&churn_work[1], __ATOMIC_RELAXED));
 }
 
+static void cmd_placed(uint64_t lo, uint64_t hi)
+{
+    unsigned long pages = 0, inside = 0, unknown = 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY), r;
+    size_t i;
+
+    if (fd < 0) {
+        printf("@@ERR placed: cannot open /proc/self/pagemap\n");
+        return;
+    }
+    for (r = 0; r < nkept; r++) {
+        for (i = 0; i < kept[r].pages; i++) {
+            uintptr_t va = (uintptr_t)(kept[r].mem + i * (PAGE / 8));
+            uint64_t ent, pa;
+
+            pages++;
+            if (pread(fd, &ent, 8, va / PAGE * 8) != 8 ||
+                !(ent & (1ULL << 63)) || !(ent & ((1ULL << 55) - 1))) {
+                unknown++;
+                continue;
+            }
+            pa = (ent & ((1ULL << 55) - 1)) * PAGE;
+            inside += pa >= lo && pa < hi;
+        }
+    }
+    close(fd);
+    printf("@@OK placed pages=%lu inside=%lu unknown=%lu\n",
+           pages, inside, unknown);
+}
+
+static void cmd_sh(const char *cmd)
+{
+    char out[3001], full[600];
+    size_t n = 0, i;
+    FILE *f;
+    int st;
+
+    snprintf(full, sizeof(full), "%s 2>&1 </dev/null", cmd);
+    f = popen(full, "r");
+    if (!f) {
+        printf("@@ERR sh: popen failed\n");
+        return;
+    }
+    while (n < sizeof(out) - 1) {
+        size_t got = fread(out + n, 1, sizeof(out) - 1 - n, f);
+        if (!got) {
+            break;
+        }
+        n += got;
+    }
+    while (fread(full, 1, sizeof(full), f)) {
+        /* drain the rest */
+    }
+    st = pclose(f);
+    out[n] = '\0';
+    for (i = 0; i < n; i++) {
+        if (out[i] == '\n' || out[i] == '\r') {
+            out[i] = '|';
+        }
+    }
+    printf("@@OK sh status=%d out=%s\n",
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1, out);
+}
+
 static void print_file_line(const char *what, const char *path,
                             const char *key)
 {
@@ -282,6 +351,13 @@ int main(void)
             cmd_churnstat();
         } else if (!strcmp(line, "churnstop")) {
             cmd_churnstop();
+        } else if (!strncmp(line, "sh ", 3)) {
+            cmd_sh(line + 3);
+        } else if (!strncmp(line, "placed ", 7)) {
+            char *end;
+            uint64_t lo = strtoull(line + 7, &end, 0);
+
+            cmd_placed(lo, strtoull(end, NULL, 0));
         } else if (!strcmp(line, "free")) {
             printf("@@OK free");
             print_file_line("MemFree", "/proc/meminfo", "MemFree:");
