@@ -387,11 +387,20 @@ def verdict(results, modes):
                   f"({size / limit:.2f}x the limit) at the median")
         if up:
             u = statistics.median(r["size"] for r in up)
-            larger = sum(1 for a, b in zip(ours, up) if a["size"] > b["size"])
-            s += (f"; upstream's hints {u / MiB:.0f} MiB, ours "
-                  f"{'smaller' if size <= u else 'LARGER'} at the median"
-                  + (f" (larger in {larger} of {min(len(ours), len(up))} "
-                     "paired runs)" if larger else ", in every run"))
+            s += (f"; upstream's hints {u / MiB:.0f} MiB "
+                  f"({min(r['size'] for r in up) / MiB:.0f}-"
+                  f"{max(r['size'] for r in up) / MiB:.0f}), ours "
+                  f"{'smaller' if size <= u else 'LARGER'} at the median")
+            # Runs of one round (same index) ran one after the other
+            larger = [(a, b) for a, b in zip(ours, up) if a["size"] > b["size"]]
+            if not larger:
+                s += " and in every run of the same round"
+            for a, b in larger:
+                s += (f"; larger in run {ours.index(a) + 1} by "
+                      f"{(a['size'] - b['size']) / MiB:.1f} MiB ("
+                      f"{a['size'] / MiB:.0f} against {b['size'] / MiB:.0f}; "
+                      f"per non-free memory {a['size'] / a['nonfree']:.2f} "
+                      f"against {b['size'] / b['nonfree']:.2f})")
         out.append(s + ".")
     return "\n".join(out)
 
