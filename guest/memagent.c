@@ -285,7 +285,7 @@ static void cmd_sh(const char *cmd)
     FILE *f;
     int st;
 
-    snprintf(full, sizeof(full), "%s 2>&1 </dev/null", cmd);
+    snprintf(full, sizeof(full), "exec 2>&1 </dev/null; %s", cmd);
     f = popen(full, "r");
     if (!f) {
         printf("@@ERR sh: popen failed\n");
