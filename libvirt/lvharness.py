@@ -200,7 +200,7 @@ class Daemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         for pid in pids:  # QEMUs survive their daemon: end ours
-            kill_pid(pid, self.dir)
+            kill_pid(pid, "guest=fph-")
         self.logf.close()
 
 
