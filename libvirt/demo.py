@@ -73,6 +73,7 @@ def start(daemon, rundir, name, mem, hints=True, iothread=True, cmdline="",
     out = daemon.virsh("create", path, "--paused")
     show(f"virsh -c {daemon.name} create {os.path.basename(path)}", out)
     con = Console(serial, f"{name}@{daemon.name}")
+    daemon.qemu_pids()
     daemon.virsh("resume", name)
     log(f"booting {name} on {daemon.name} ({mem} MiB, TCG)")
     features = con.expect("FEATURES", BOOT_TIMEOUT)
@@ -232,6 +233,7 @@ def restore_verify(daemon, rundir, path, name):
     xml = daemon.virsh("dumpxml", name)
     serial = re.search(r"<serial type='unix'>\s*<source mode='bind' path='([^']*)'",
                        xml).group(1)
+    daemon.qemu_pids()
     con = Console(serial, f"{name}@{daemon.name} restored")
     daemon.virsh("resume", name)
     con.sock.sendall(b"\n")
@@ -327,6 +329,9 @@ def run(short=False, mem=None, rundir=None, keep=False):
                 log(f"stopping libvirtd ({d.name}): {e}")
         if own_rundir and not keep:
             remove_rundir(rundir)
+        res["rundir"] = rundir
+        res["daemon_pids"] = [d.proc.pid for d in daemons]
+        res["qemu_pids"] = sorted(p for d in daemons for p in d.seen_qemu)
         res["wall_s"] = time.monotonic() - t0
         log(f"torn down after {res['wall_s']:.0f} s")
 

@@ -102,6 +102,7 @@ class Daemon:
         self.name = name
         self.dir = os.path.join(top, name)
         self.uuid = str(uuid.uuid4())
+        self.seen_qemu = set()   # PIDs of every QEMU it ran (for the tests)
         for d in PRIVATE:
             os.makedirs(self.dir + d, exist_ok=True)
         with open(self.dir + "/etc/libvirt/libvirtd.conf", "w") as f:
@@ -183,6 +184,7 @@ class Daemon:
                         pids.append(int(fh.read().strip()))
                 except (OSError, ValueError):
                     pass
+        self.seen_qemu.update(pids)
         return pids
 
     def close(self):
