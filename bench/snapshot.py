@@ -390,11 +390,17 @@ def verdict(results, modes):
             s += (f"; upstream's hints {u / MiB:.0f} MiB "
                   f"({min(r['size'] for r in up) / MiB:.0f}-"
                   f"{max(r['size'] for r in up) / MiB:.0f}), ours "
-                  f"{'smaller' if size <= u else 'LARGER'} at the median")
+                  + ("smaller at the median" if size <= u else
+                     f"LARGER at the median by {(size - u) / MiB:.1f} MiB")
+                  + "; per non-free memory ours "
+                  f"{statistics.median(r['size'] / r['nonfree'] for r in ours):.2f}"
+                  ", upstream's "
+                  f"{statistics.median(r['size'] / r['nonfree'] for r in up):.2f}"
+                  " (median)")
             # Runs of one round (same index) ran one after the other
             larger = [(a, b) for a, b in zip(ours, up) if a["size"] > b["size"]]
             if not larger:
-                s += " and in every run of the same round"
+                s += "; smaller in every run of the same round"
             for a, b in larger:
                 s += (f"; larger in run {ours.index(a) + 1} by "
                       f"{(a['size'] - b['size']) / MiB:.1f} MiB ("
