@@ -752,12 +752,16 @@ def case_pressure(c):
     src.cmd("migrate-set-parameters", **{"max-bandwidth": 32 << 20,
                                          "free-page-hint-wait": 5000})
     src.cmd("migrate", uri=uri)
-    st = wait_round(src)
+    st = wait_round(src, want=("start",))
+    free = src.agent("free")
     t0 = time.monotonic()
     src.agent("keep 512", timeout=300)
+    after = hint_status(src)
     src.agent("churn 128")
-    c.note(f"kept 512 MiB more during the round (started in '{st}', took "
+    c.note(f"kept 512 MiB more during the round (status '{st}' before, "
+           f"'{after}' after; MemFree then {free['MemFree']}; took "
            f"{time.monotonic() - t0:.1f} s)")
+    c.fact(memfree_in_round=free["MemFree"], status_after_keep=after)
     src.cmd("migrate-set-parameters", **{"max-bandwidth": 100 << 30})
     info = wait_status(src, ("completed",))
     fph = info.get("free-page-hint") or {}
