@@ -18,7 +18,9 @@ guest as a domain whose balloon has free-page-hint=on and an iothread
      virtio_balloon driver: the hints then do nothing.
 
 Usage: demo.py [--short] [--mem MIB] [--rundir DIR] [--json FILE] [--keep]
-       demo.py print-xml     the domain XML with this tree's paths
+               [--commandline]
+       demo.py print-xml [--commandline]   the domain XML with this tree's paths
+--commandline: <qemu:commandline> -global instead of <qemu:override>.
 --short: the form make check runs (1 GiB guest, no driver-less case).
 """
 
@@ -42,6 +44,11 @@ DOM = "fph-demo"
 KEEP_MIB = 64
 BOOT_TIMEOUT = 180
 BALLOON = "/machine/peripheral/balloon0/virtio-backend"
+# How the domain XML passes the balloon's properties: "override"
+# (<qemu:override>) or "commandline" (<qemu:commandline> -global)
+MECHANISM = ["override"]
+# How often the source's query-migrate is read during virsh migrate
+POLL_S = 0.1
 
 
 def log(msg):
@@ -66,7 +73,8 @@ def start(daemon, rundir, name, mem, hints=True, iothread=True, cmdline="",
     """Create the domain paused, attach to its console, run it; return
     the console and the balloon's feature bits the guest reported."""
     serial = serial or os.path.join(rundir, f"{daemon.name}-{name}.sock")
-    xml = domain_xml(name, serial, mem, hints, iothread, cmdline)
+    xml = domain_xml(name, serial, mem, hints, iothread, cmdline,
+                     mechanism=MECHANISM[0])
     path = os.path.join(rundir, f"{name}-{daemon.name}.xml")
     with open(path, "w") as f:
         f.write(xml)
@@ -159,7 +167,7 @@ def migrate(src, dst, rundir, mem):
         if time.monotonic() - t0 > 900:
             proc.kill()
             raise HarnessError("virsh migrate did not end within 900 s")
-        time.sleep(0.1)
+        time.sleep(POLL_S)
     out = proc.stdout.read()
     r["wall_s"] = time.monotonic() - t0
     show(f"virsh -c {src.name} migrate --live --verbose {DOM} {dst.name} "
@@ -247,7 +255,7 @@ def no_iothread(daemon, rundir):
     """free-page-hint=on without iothread: QEMU refuses, libvirt says why."""
     name = "fph-no-iothread"
     xml = domain_xml(name, os.path.join(rundir, f"{name}.sock"), 256,
-                     iothread=False)
+                     iothread=False, mechanism=MECHANISM[0])
     path = os.path.join(rundir, f"{name}.xml")
     with open(path, "w") as f:
         f.write(xml)
@@ -257,6 +265,31 @@ def no_iothread(daemon, rundir):
     if r.returncode == 0:
         daemon.virsh("destroy", name, check=False)
     return {"refused": r.returncode != 0, "message": r.stderr.strip()}
+
+
+def wrong_alias(daemon, rundir):
+    """<qemu:device alias=...> naming no device: libvirt starts the domain
+    without a word and the balloon has no hints.  Check with qom-get."""
+    name = "fph-wrong-alias"
+    xml = domain_xml(name, os.path.join(rundir, f"{name}.sock"), 256,
+                     alias="balloon")
+    path = os.path.join(rundir, f"{name}.xml")
+    with open(path, "w") as f:
+        f.write(xml)
+    out = daemon.virsh("create", path, "--paused")
+    show(f"virsh -c {daemon.name} create {name}.xml   "
+         "# <qemu:device alias='balloon'>, but the balloon is balloon0", out)
+    try:
+        hint = daemon.qmp(name, "qom-get", path=BALLOON, property="free-page-hint")
+    finally:
+        daemon.virsh("destroy", name, check=False)
+    show(f"virsh -c {daemon.name} qemu-monitor-command {name} "
+         "'{\"execute\":\"qom-get\",\"arguments\":{\"path\":\"" + BALLOON
+         + "\",\"property\":\"free-page-hint\"}}'", json.dumps({"return": hint}))
+    print("libvirt ignores an override for an alias no device has: the domain "
+          "runs without hints.  The alias is in 'virsh dumpxml' "
+          "(<memballoon ...><alias name='balloon0'/>).")
+    return {"started": True, "free_page_hint": hint}
 
 
 def no_driver(daemon, rundir, mem):
@@ -272,16 +305,24 @@ def no_driver(daemon, rundir, mem):
     con.close()
     daemon.virsh("destroy", name)
     s.update(features=features, status_before=status)
+    print(f"no driver: the balloon offered hints (free-page-hint-status was "
+          f"'{status}'), the guest gave none "
+          f"({s['free_page_hint'].get('bytes-hinted', 0)} bytes hinted): the "
+          f"snapshot is {s['size'] >> 20} MiB, as without hints.  Check the "
+          "guest: /sys/bus/virtio/drivers/virtio_balloon must list the device, "
+          "bit 3 of its features set.")
     return s
 
 
-def run(short=False, mem=None, rundir=None, keep=False):
+def run(short=False, mem=None, rundir=None, keep=False, mechanism="override"):
     """The whole demo; returns its results.  Tears down what it started."""
     version = need_libvirt()
+    MECHANISM[0] = mechanism
     mem = mem or (1024 if short else 2048)
     own_rundir = rundir is None
     rundir = rundir or make_rundir()
-    res = {"libvirt": version, "qemu": QEMU["ours"], "mem_mib": mem}
+    res = {"libvirt": version, "qemu": QEMU["ours"], "mem_mib": mem,
+           "mechanism": mechanism}
     daemons = []
     t0 = time.monotonic()
     try:
@@ -318,6 +359,8 @@ def run(short=False, mem=None, rundir=None, keep=False):
 
         print("\n== 3. what goes wrong ==")
         res["no_iothread"] = no_iothread(src, rundir)
+        if MECHANISM[0] == "override":
+            res["wrong_alias"] = wrong_alias(src, rundir)
         if not short:
             res["no_driver"] = no_driver(src, rundir, mem)
         return res
@@ -357,6 +400,9 @@ def summary(res):
         f"{'refused' if res['no_iothread']['refused'] else 'NOT refused'}: "
         f"{res['no_iothread']['message'].splitlines()[-1] if res['no_iothread']['message'] else ''}",
     ]
+    if "wrong_alias" in res:
+        lines.append("<qemu:device> with a wrong alias: domain started, "
+                     f"free-page-hint={res['wrong_alias']['free_page_hint']}")
     if "no_driver" in res:
         nd = res["no_driver"]
         lines.append(f"guest without virtio_balloon: snapshot {nd['size'] >> 20} MiB, "
@@ -374,14 +420,21 @@ def main():
                     "temporary directory by default, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--commandline", action="store_true",
+                    help="pass the balloon's properties with <qemu:commandline> "
+                    "-global (the fallback for libvirt < 8.2) instead of "
+                    "<qemu:override>")
     a = ap.parse_args()
     if a.what == "print-xml":
-        print(domain_xml(DOM, "/path/to/serial.sock", a.mem or 2048), end="")
+        print(domain_xml(DOM, "/path/to/serial.sock", a.mem or 2048,
+                         mechanism="commandline" if a.commandline else "override"),
+              end="")
         return 0
     # SIGTERM tears down like an error does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        res = run(a.short, a.mem, a.rundir, a.keep)
+        res = run(a.short, a.mem, a.rundir, a.keep,
+                  "commandline" if a.commandline else "override")
     except HarnessError as e:
         print(f"[libvirt] ERROR: {e}", file=sys.stderr)
         return 1

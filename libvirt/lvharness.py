@@ -218,10 +218,25 @@ def kill_pid(pid, marker):
         pass
 
 
+# The fallback for a libvirt without <qemu:override> (< 8.2): -global sets
+# the property on every virtio-balloon-device, the balloon's backend (its
+# properties are not the PCI proxy's).  Works with libvirt 9.0 as well.
+COMMANDLINE = """
+  <qemu:commandline>
+    <qemu:arg value='-global'/>
+    <qemu:arg value='virtio-balloon-device.free-page-hint=@HINTS_ONOFF@'/>
+    <qemu:arg value='-global'/>
+    <qemu:arg value='virtio-balloon-device.iothread=iothread1'/>
+  </qemu:commandline>"""
+
+
 def domain_xml(name, serial, mem_mib=2048, hints=True, iothread=True,
-               cmdline=""):
+               cmdline="", mechanism="override", alias="balloon0"):
     """The domain XML from the template, paths filled in.
-    iothread=False drops the balloon's iothread property (an error case)."""
+    iothread=False drops the balloon's iothread property (an error case).
+    mechanism="commandline": <qemu:commandline> -global instead of
+    <qemu:override>.  alias: the alias <qemu:device> names (libvirt
+    ignores an override for an alias no device has)."""
     with open(TEMPLATE) as f:
         xml = f.read()
     subst = {"NAME": name, "MEM_MIB": str(mem_mib), "QEMU": QEMU["ours"],
@@ -231,8 +246,16 @@ def domain_xml(name, serial, mem_mib=2048, hints=True, iothread=True,
              "CMDLINE": (" " + cmdline) if cmdline else ""}
     for k, v in subst.items():
         xml = xml.replace(f"@{k}@", v)
+    if mechanism == "commandline":
+        block = COMMANDLINE.replace("@HINTS_ONOFF@", "on" if hints else "off")
+        xml = re.sub(r"\n  <qemu:override>.*</qemu:override>", lambda m: block,
+                     xml, flags=re.S)
+    xml = xml.replace("<qemu:device alias='balloon0'>",
+                      f"<qemu:device alias='{alias}'>")
     if not iothread:
-        xml = re.sub(r"\n *<qemu:property name='iothread'[^\n]*", "", xml)
+        xml = re.sub(r"\n *<qemu:(property name='iothread'|arg value='virtio-balloon-device"
+                     r"\.iothread)[^\n]*", "", xml)
+        xml = re.sub(r"\n *<qemu:arg value='-global'/>(?=\n *</qemu:commandline>)", "", xml)
     return xml
 
 
