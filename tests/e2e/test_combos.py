@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""Free page hints combined with other memory and migration features: the
+cases of tests/e2e/combos.py that take under about 2 minutes each (the
+others, auto-converge and S3, run in `make reliability`).  Every case has
+the Debian guest verify its memory on the destination, and checks its
+own point (hugetlbfs really backs the RAM, the DIMM is online, ...)."""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import combos  # noqa: E402
+from scenario import KEEP_MIB  # noqa: E402
+from vm import probe_accel  # noqa: E402
+
+KEEP_PAGES = KEEP_MIB * 256
+
+
+class Combos(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.accel = probe_accel()
+
+    def run_case(self, name, hint=("done",), min_pages=KEEP_PAGES):
+        r = combos.run_case(name, self.accel)
+        print(combos.table([r]), file=sys.stderr)
+        if r["outcome"].startswith("skipped"):
+            self.skipTest(r["outcome"])
+        self.assertTrue(r["outcome"].startswith("completed"),
+                        f"{name}: {r['outcome']}; notes: {r['notes']}")
+        self.assertEqual(r["mismatches"], 0)
+        self.assertGreaterEqual(r["verified"], min_pages)
+        self.assertIn(r["hint"], hint)
+        return r["facts"]
+
+    def test_zero_page_detection_none(self):
+        f = self.run_case("zero-page-none", min_pages=3 * KEEP_PAGES)
+        self.assertEqual(f["off"]["zero"], 0)
+        self.assertLess(f["on, init_on_alloc=0"]["transferred"],
+                        f["off"]["transferred"] / 2)
+
+    def test_multifd_cancel(self):
+        f = self.run_case("multifd-cancel", min_pages=2 * KEEP_PAGES)
+        self.assertEqual(f["send_threads"], [0, 1, 2, 3])
+        self.assertEqual(f["dst_channels"], 4)
+        self.assertGreater(f["multifd_bytes"], 0)
+        self.assertGreater(f["pages_cleared"], 0)
+
+    def test_postcopy_preempt(self):
+        f = self.run_case("postcopy-preempt")
+        self.assertTrue(f["preempt"])
+        self.assertGreater(f["pages_cleared_at_switch"], 0)
+        self.assertGreater(f["postcopy_free_pages"], 0)
+
+    def test_dimm(self):
+        f = self.run_case("dimm")
+        self.assertEqual(f["kept_on_dimm"], KEEP_PAGES)
+        self.assertEqual(f["kept_on_dimm_dst"], KEEP_PAGES)
+        self.assertGreater(combos.block_hinted(f["hinted_pages_by_block"],
+                                               "dimm0"), 0)
+
+    def test_dimm_movable(self):
+        f = self.run_case("dimm-movable")
+        self.assertGreater(f["kept_on_dimm"], 0)
+
+    def test_hugepages(self):
+        f = self.run_case("hugepages")
+        self.assertGreaterEqual(f["dst_hugetlb_kb"], 1024 * 1024)
+        self.assertGreater(f["pages_cleared"], 0)
+
+    def test_hugepages_postcopy(self):
+        f = self.run_case("hugepages-postcopy")
+        self.assertGreaterEqual(f["dst_hugetlb_kb"], 1024 * 1024)
+        self.assertGreater(f["postcopy_free_pages"], 0)
+
+    def test_virtio_mem(self):
+        f = self.run_case("virtio-mem", min_pages=3 * KEEP_PAGES)
+        for m in f["migrations"]:
+            self.assertEqual(m["size_dst"], m["requested_mib"] << 20)
+            self.assertLess(m["transferred"], m["unplugged_pages"] * 4096)
+            self.assertGreater(m["hinted_vmem0"], 0)
+            self.assertEqual(m["kept_in_vmem_dst"], m["kept_in_vmem"])
+
+    def test_pressure(self):
+        f = self.run_case("pressure")
+        self.assertEqual(f["kept_pages"], (KEEP_MIB + 512) * 256)
+
+    def test_reset_no_driver(self):
+        # The last migration's guest has no driver: its device was reset
+        # by rmmod ("stop": no round open, no page held)
+        f = self.run_case("reset-no-driver", hint=("stop",),
+                          min_pages=2 * KEEP_PAGES)
+        self.assertEqual(f["no_driver_fph"].get("pages-cleared", 0), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
