@@ -93,7 +93,7 @@ def balloon_state(daemon, name):
     """What QEMU's balloon really got from libvirt (QOM, through libvirt)."""
     st = {p: daemon.qmp(name, "qom-get", path=BALLOON, property=p)
           for p in ("free-page-hint", "iothread")}
-    show(f"virsh -c {daemon.name} qemu-monitor-command {name} --pretty "
+    show(f"virsh -c {daemon.name} qemu-monitor-command {name} "
          f"'{{\"execute\":\"qom-get\",\"arguments\":{{\"path\":\"{BALLOON}\","
          "\"property\":\"free-page-hint\"}}'",
          json.dumps({"return": st["free-page-hint"]}))
