@@ -35,7 +35,8 @@ prepare: source
 
 # What we build of our QEMU: the emulator and the tests the checks run.
 OUR_TARGETS := qemu-system-x86_64 tests/unit/test-bitmap \
-	tests/qtest/virtio-balloon-test tests/qtest/migration-test
+	tests/qtest/virtio-balloon-test tests/qtest/migration-test \
+	tests/qtest/migration-zero-page-test
 
 build: prepare
 	@scripts/build.sh ours $(OUR_TARGETS)

@@ -14,6 +14,17 @@ bench/results.png (time and bytes against guest size, per variant).
     bench.py [--sizes 1024,2048,4096,8192] [--workloads idle,freed,busy]
              [--links loopback,1g,10g] [--runs 3] [--rest 3]
              [--variants "no hints,upstream hints,our hints"]
+             [--init-on-alloc 1,0]
+
+--init-on-alloc: the guest kernel's init_on_alloc (1 is Debian's default:
+the kernel zeroes every page it allocates, the balloon driver's too, so
+the pages a guest hints free are dirty again after the next sync).
+
+Columns: "bound" is the time the guest's non-free memory (RAM minus
+MemFree just before the migration) takes at the link's measured TCP rate,
+what a migration that sends nothing else would take; "normal" and "zero"
+are the pages sent with data and as zero pages; "revisits" is at least
+how many pages were sent more than once (normal + zero - guest pages).
 """
 
 import argparse
@@ -59,29 +70,76 @@ def spread(values, fmt=f0):
     return f"{fmt(med)} ({fmt(min(values))}-{fmt(max(values))})"
 
 
-def summarize(results, runs):
+def kpages(n):
+    return f"{n / 1000:.0f}k"
+
+
+def bound_ms(r, measured):
+    """The guest's non-free memory at the link's measured rate, in ms."""
+    rate = measured.get(r["link"])
+    if not rate or "nonfree" not in r:
+        return None
+    return r["nonfree"] * 8 / rate * 1000
+
+
+def summarize(results, runs, measured, keys=None):
     lines = ["| link | workload | guest | variant | total time (ms) "
-             "| downtime (ms) | transferred (MiB) | average rate (Mbit/s) "
-             "| pages not sent | verified |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
-    for key, rows in results.items():
+             "| downtime (ms) | transferred (MiB) | bound (ms) "
+             "| normal pages | zero pages | revisits | verified |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for key in keys or results:
+        if key not in results:
+            continue
+        rows = results[key]
         link, workload, mem, variant = key
         ok = [r for r in rows if "error" not in r]
         if not ok:
             lines.append(f"| {link} | {workload} | {mem} MiB | {variant} | "
-                         f"{rows[0]['error']} | | | | | |")
+                         f"{rows[0]['error']} | | | | | | | |")
             continue
         bad = sum(r["mismatches"] for r in ok)
         failed = len(rows) - len(ok)
+        bounds = [b for b in (bound_ms(r, measured) for r in ok) if b]
         lines.append(
             f"| {link} | {workload} | {mem} MiB | {variant} "
             f"| {spread([r['total_ms'] for r in ok])} "
             f"| {spread([r['downtime_ms'] for r in ok])} "
             f"| {spread([r['transferred'] / (1 << 20) for r in ok])} "
-            f"| {spread([rate_mbit(r) for r in ok])} "
-            f"| {spread([r['not_sent'] for r in ok])} "
+            f"| {spread(bounds) if bounds else '-'} "
+            f"| {spread([r['normal'] for r in ok], kpages)} "
+            f"| {spread([r['zero'] for r in ok], kpages)} "
+            f"| {spread([r.get('revisits', 0) for r in ok], kpages)} "
             f"| {'ok' if bad == 0 else f'{bad} MISMATCHES'}"
             f"{f', {failed} of {runs} runs failed' if failed else ''} |")
+    return "\n".join(lines)
+
+
+def ratios(results, keys=None):
+    """Ours against upstream's hints and against no hints, per case."""
+    lines = ["| link | workload | guest | time / upstream's | bytes / upstream's "
+             "| time / no hints | bytes / non-free memory |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    cases = sorted({k[:3] for k in (keys or results)},
+                   key=lambda c: (c[0], c[1], c[2]))
+    for link, workload, mem in cases:
+        def med(variant, what):
+            rows = [r for r in results.get((link, workload, mem, variant), [])
+                    if "error" not in r]
+            return statistics.median(what(r) for r in rows) if rows else None
+        ours_t = med("our hints", lambda r: r["total_ms"])
+        ours_b = med("our hints", lambda r: r["transferred"])
+        if ours_t is None:
+            continue
+        up_t = med("upstream hints", lambda r: r["total_ms"])
+        up_b = med("upstream hints", lambda r: r["transferred"])
+        no_t = med("no hints", lambda r: r["total_ms"])
+        nf = med("our hints", lambda r: r.get("nonfree", 0))
+
+        def q(a, b):
+            return f"{a / b:.2f}" if a is not None and b else "-"
+        lines.append(f"| {link} | {workload} | {mem} MiB | {q(ours_t, up_t)} "
+                     f"| {q(ours_b, up_b)} | {q(ours_t, no_t)} "
+                     f"| {q(ours_b, nf)} |")
     return "\n".join(lines)
 
 
@@ -187,6 +245,8 @@ def main():
     ap.add_argument("--rest", type=float, default=3,
                     help="seconds to measure the busy guest's rate at rest")
     ap.add_argument("--variants", default=",".join(BENCH_VARIANTS))
+    ap.add_argument("--init-on-alloc", default="1",
+                    help="the guest kernel's init_on_alloc values, e.g. 1,0")
     ap.add_argument("--out", default=HERE)
     args = ap.parse_args()
     variants = [v.strip() for v in args.variants.split(",")]
@@ -200,7 +260,14 @@ def main():
     signal.signal(signal.SIGTERM, _terminate)
     accel = probe_accel()
     sizes = [int(s) for s in args.sizes.split(",")]
-    workloads = args.workloads.split(",")
+    # (label, workload, kernel options): init_on_alloc=1 is the default
+    workloads = []
+    for ioa in args.init_on_alloc.split(","):
+        if ioa not in ("0", "1"):
+            sys.exit(f"[bench] --init-on-alloc takes 0 and 1, not '{ioa}'")
+        for w in args.workloads.split(","):
+            workloads.append((w if ioa == "1" else f"{w}, init_on_alloc=0",
+                              w, "" if ioa == "1" else "init_on_alloc=0"))
     results = {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     total = len(links) * len(sizes) * len(workloads) * len(variants) * args.runs
@@ -219,7 +286,7 @@ def main():
                 if LINKS[link]:
                     ns.set_rate(LINKS[link])
                     kw.update(dst_wrapper=ns.wrapper, uri=ns.uri)
-                for workload in workloads:
+                for label, workload, cmdline in workloads:
                     for mem in sizes:
                         for variant in variants:
                             if STOP:
@@ -230,10 +297,10 @@ def main():
                                    if n > 1 else "")
                             log(f"[bench] {n}/{total} run {run + 1}, link "
                                 f"{link}{eta}")
-                            key = (link, workload, mem, variant)
+                            key = (link, label, mem, variant)
                             try:
                                 r = run_logged(variant, mem, workload, accel,
-                                               **kw)
+                                               cmdline=cmdline, **kw)
                                 r["link"] = link
                             except HarnessError as e:
                                 log(f"[bench]   failed: {e}")
@@ -248,6 +315,8 @@ def main():
                          "Mbit/s" if li in measured else "") for li in links)
     cmd = " ".join(f"--{k} {getattr(args, k)}" for k in
                    ("sizes", "workloads", "links", "runs"))
+    if args.init_on_alloc != "1":
+        cmd += f" --init-on-alloc {args.init_on_alloc}"
     if variants != list(BENCH_VARIANTS):
         cmd += f' --variants "{args.variants}"'
     if os.path.abspath(args.out) != HERE:
@@ -256,7 +325,9 @@ def main():
             f"max-bandwidth 100G, downtime-limit 2 s; links: {link_text}; "
             f"median (min-max) of {args.runs} run(s); took {minutes:.0f} min.\n"
             f"Command: `make bench BENCH_ARGS='{cmd}'`\n")
-    md = head + "\n" + summarize(results, args.runs) + "\n"
+    md = (head + "\nOurs against the others (medians):\n\n" + ratios(results)
+          + "\n\nEvery case:\n\n" + summarize(results, args.runs, measured)
+          + "\n")
     work = summarize_work(results)
     if work:
         md += ("\nThe busy guest's own work (MiB its churn wrote and checked "

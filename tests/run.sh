@@ -44,6 +44,7 @@ export QTEST_QEMU_BINARY=$B/qemu-system-x86_64
 
 run unit/test-bitmap 120 "$B/tests/unit/test-bitmap"
 run qtest/virtio-balloon-test 600 "$B/tests/qtest/virtio-balloon-test"
+run qtest/migration-zero-page-test 120 "$B/tests/qtest/migration-zero-page-test"
 for t in precopy/unix/plain precopy/unix/suspend/live postcopy/plain \
          multifd/tcp/plain/cancel; do
     run "qtest/migration-test/$t" 600 "${hide_kvm[@]}" \

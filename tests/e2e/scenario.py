@@ -1,5 +1,6 @@
 """One migration of the test guest under a workload, measured."""
 
+import re
 import time
 
 from vm import Guest, HarnessError, hint_negotiated, log, migrate
@@ -36,18 +37,20 @@ def prepare_workload(g, workload, mem_mib):
 
 def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
              downtime_ms=2000, caps=(), params=None, dst_qemu=None,
-             dst_wrapper=(), uri=None, rest_s=0):
+             dst_wrapper=(), uri=None, rest_s=0, cmdline=""):
     """Boot, load, migrate, verify on the destination; return a result row.
     dst_qemu: another QEMU for the destination ("ours" or "stock").
     dst_wrapper, uri: a command prefix for the destination QEMU and the
     migration URI (bench/netns.py: another network namespace, over TCP).
     rest_s: with the busy workload, measure the guest's churn rate over
     rest_s seconds before the migration and compare it with its rate
-    during the migration."""
+    during the migration.  cmdline: more options for the guest's kernel
+    (e.g. init_on_alloc=0)."""
     qemu, hints = VARIANTS[variant]
     src = dst = None
     try:
-        src = Guest(qemu, mem_mib, hints, accel=accel, name="src")
+        src = Guest(qemu, mem_mib, hints, accel=accel, name="src",
+                    cmdline=cmdline)
         features = src.boot()
         negotiated = hint_negotiated(features)
         if hints and not negotiated:
@@ -56,8 +59,10 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
         prepare_workload(src, workload, mem_mib)
         if workload != "busy":
             time.sleep(1)   # let the guest settle after its writes
+        nonfree = (mem_mib << 20) - mem_free(src)
         dst = Guest(dst_qemu or qemu, mem_mib, hints, incoming=True,
-                    accel=accel, name="dst", wrapper=dst_wrapper)
+                    accel=accel, name="dst", wrapper=dst_wrapper,
+                    cmdline=cmdline)
         work = {}
         if workload == "busy" and rest_s:
             w0, t0 = churn_work(src)
@@ -79,12 +84,15 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
         sent_pages = ram["normal"] + ram["duplicate"]
         return {
             "variant": variant, "mem_mib": mem_mib, "workload": workload,
+            "cmdline": cmdline, "nonfree": nonfree,
             "negotiated": negotiated,
             "total_ms": info["total-time"], "downtime_ms": info["downtime"],
             "wall_s": wall,
             "transferred": ram["transferred"],
             "normal": ram["normal"], "zero": ram["duplicate"],
             "not_sent": max(ram["total"] // PAGE - sent_pages, 0),
+            # Pages sent more than once: at least this many
+            "revisits": max(sent_pages - ram["total"] // PAGE, 0),
             "verified_pages": int(verify["pages"]),
             "mismatches": int(verify["mismatches"])
             + int(churn.get("mismatches", 0)),
@@ -100,6 +108,18 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
         for g in (src, dst):
             if g:
                 g.close()
+
+
+def mem_free(g):
+    """The guest's MemFree, in bytes."""
+    # memagent prints "MemFree=   123 kB": agent()'s key=value split
+    # would lose the number
+    g._serial().sendall(b"free\n")
+    reply = g.expect("OK free", timeout=60)
+    m = re.search(r"MemFree=\s*(\d+)", reply)
+    if not m:
+        raise HarnessError(f"no MemFree in the guest's answer '{reply}'")
+    return int(m.group(1)) << 10
 
 
 def churn_work(g):
