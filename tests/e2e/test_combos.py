@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Free page hints combined with other memory and migration features: the
 cases of tests/e2e/combos.py that take under about 2 minutes each (the
-others, auto-converge and S3, run in `make reliability`).  Every case has
+other, auto-converge, runs in `make reliability`).  Every case has
 the Debian guest verify its memory on the destination, and checks its
 own point (hugetlbfs really backs the RAM, the DIMM is online, ...)."""
 
@@ -86,6 +86,14 @@ class Combos(unittest.TestCase):
     def test_pressure(self):
         f = self.run_case("pressure")
         self.assertEqual(f["kept_pages"], (KEEP_MIB + 512) * 256)
+
+    def test_s3(self):
+        """Suspended to RAM during a round, migrated suspended, woken on
+        the destination: the next migration's round is a new one for the
+        guest's driver (the command id migrated), and spares pages."""
+        f = self.run_case("s3", min_pages=2 * KEEP_PAGES)
+        self.assertEqual(f["dst_state"], "suspended")
+        self.assertGreater(f["pages_cleared_after_resume"], 0)
 
     def test_reset_no_driver(self):
         # The last migration's guest has no driver: its device was reset
