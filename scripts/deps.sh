@@ -12,11 +12,13 @@ PKGS=(build-essential ccache ninja-build pkg-config libglib2.0-dev
       python3-setuptools dpkg-dev seabios qemu-system-data busybox-static
       ipxe-qemu cpio gzip iproute2 python3-matplotlib valgrind
       clang-14 libclang-rt-14-dev llvm-14
-      libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu)
+      libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
+      linux-perf)
 # clang-14, its sanitizer and libFuzzer runtimes (libclang-rt-14-dev) and
 # llvm-symbolizer (llvm-14): make sanitize and make fuzz.
 # libvirt-*: make libvirt-demo (Debian 12's libvirt 9.0: its <qemu:override>
 # sets the balloon's free-page-hint and iothread properties).
+# linux-perf: make profile's sampled run of a freed guest's migration.
 # qemu-system-x86: Debian's own QEMU 10.0 build, for the compatibility tests
 BPO_PKGS=(meson python3-pycotap qemu-system-x86)
 LIST=/etc/apt/sources.list.d/qemu-free-page-hint.sources
