@@ -869,11 +869,13 @@ def case_reset_no_driver(c):
     c.fact(no_driver_total_ms=info["total-time"], no_driver_fph=fph,
            hint_after_no_driver=c.row["hint"])
     # Without a driver no round can complete, and migration must not
-    # wait for one; the device was reset by rmmod: "stop", no page held
+    # wait for one; the device was reset by rmmod: "stop", no page held,
+    # or "done" once the migration that followed ended hinting (the
+    # hint state migrates while no driver has the feature, series v3)
     check(fph.get("rounds-completed", 0) == 0 and
           fph.get("pages-cleared", 0) == 0, f"hints without a driver: {fph}")
     check(fph.get("wait-time", 0) < 1000, f"waited for a missing driver: {fph}")
-    check(c.row["hint"] == "stop", f"hint status {c.row['hint']}")
+    check(c.row["hint"] in ("stop", "done"), f"hint status {c.row['hint']}")
     c.row["outcome"] = "completed (2 migrations, reboot, no driver)"
 
 
@@ -912,7 +914,7 @@ def run_case(name, accel=None, mem=1024):
     c.row["seconds"] = round(time.monotonic() - c.t0, 1)
     if c.row["mismatches"] and not c.row["outcome"].startswith("FAILED"):
         c.row["outcome"] = f"FAILED: {c.row['mismatches']} mismatches"
-    # reset-no-driver ends with the device reset by rmmod ("stop")
+    # reset-no-driver may end with the device reset by rmmod ("stop")
     if (c.row["outcome"].startswith("completed") and c.row["hint"] != "done"
             and name != "reset-no-driver"):
         c.row["outcome"] = f"FAILED: hint status {c.row['hint']}"
