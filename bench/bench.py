@@ -227,12 +227,15 @@ def check_links(links, ns):
 STOP = []
 
 
-def _terminate(signum, frame):
-    # Unwinds: the case's guests are closed, the namespace deleted.  Where
-    # a library swallows the exception, the loop stops before the next case.
-    STOP.append(signum)
-    log(f"[bench] signal {signum}: stopping after cleaning up")
-    raise SystemExit(128 + signum)
+def stop_on_sigterm(name):
+    """On SIGTERM, unwind (the case's guests are closed, the namespace
+    deleted) and note it in STOP: where a library swallows the exception,
+    the loop stops before the next case."""
+    def terminate(signum, frame):
+        STOP.append(signum)
+        log(f"[{name}] signal {signum}: stopping after cleaning up")
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def main():
@@ -257,7 +260,7 @@ def main():
     for li in links:
         if li not in LINKS:
             sys.exit(f"[bench] unknown link '{li}': one of {', '.join(LINKS)}")
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm("bench")
     accel = probe_accel()
     sizes = [int(s) for s in args.sizes.split(",")]
     # (label, workload, kernel options): init_on_alloc=1 is the default

@@ -28,8 +28,6 @@ results.png.
 import argparse
 import json
 import os
-import re
-import signal
 import statistics
 import struct
 import sys
@@ -40,12 +38,12 @@ TOP = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TOP, "tests", "e2e"))
 
 from scenario import (BENCH_VARIANTS, KEEP_MIB, PAGE, VARIANTS,  # noqa: E402
-                      fill_mib, prepare_workload)
+                      fill_mib, mem_free, prepare_workload)
 from vm import (BUILD, MIGRATION_TIMEOUT, Guest, HarnessError,  # noqa: E402
-                hint_negotiated, log, probe_accel)
+                hint_negotiated, log, probe_accel, wait_migration)
 
 sys.path.insert(0, HERE)
-from bench import machine, spread  # noqa: E402
+from bench import STOP, machine, spread, stop_on_sigterm  # noqa: E402
 
 MODES = {"plain": (), "mapped-ram": ("mapped-ram",)}
 WORKLOAD = "freed"
@@ -56,19 +54,6 @@ MiB = 1 << 20
 
 
 # -- the guest ---------------------------------------------------------------
-
-def mem_free_kib(g):
-    """MemFree of the guest, in KiB (memagent's `free`).
-
-    Its reply is "MemFree=   812345 kB MemAvailable= ...", which
-    Guest.agent()'s key=value split cannot read, so ask here."""
-    g._serial().sendall(b"free\n")
-    reply = g.expect("OK free", 60)
-    m = re.search(r"MemFree=\s*(\d+)", reply)
-    if not m:
-        raise HarnessError(f"guest's 'free' reply has no MemFree: {reply!r}")
-    return int(m.group(1))
-
 
 def set_caps(g, caps):
     if caps:
@@ -178,23 +163,6 @@ class BootError(HarnessError):
     """The source guest did not come up: nothing measured yet, retry."""
 
 
-def wait_migration(g, timeout=MIGRATION_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while True:
-        info = g.cmd("query-migrate")
-        status = info.get("status")
-        if status == "completed":
-            return info
-        if status in ("failed", "cancelled"):
-            raise HarnessError(f"snapshot: migration to the file {status}: "
-                               f"{info.get('error-desc', '')}")
-        if time.monotonic() > deadline:
-            g.cmd("migrate_cancel")
-            raise HarnessError(f"snapshot: migration to the file did not "
-                               f"complete in {timeout} s")
-        time.sleep(0.05)
-
-
 def wait_restored(g, timeout=MIGRATION_TIMEOUT):
     """Until the restored guest runs (continue it if it stays paused)."""
     deadline = time.monotonic() + timeout
@@ -233,7 +201,7 @@ def snapshot_case(variant, mode, mem_mib, accel, path):
                                f"F_FREE_PAGE_HINT (features {features})")
         prepare_workload(src, WORKLOAD, mem_mib)
         time.sleep(1)   # let the guest settle after its writes
-        nonfree = mem_mib * MiB - mem_free_kib(src) * 1024
+        nonfree = mem_mib * MiB - mem_free(src)
 
         # The snapshot: migrate to the file while the guest runs
         if os.path.exists(path):
@@ -243,7 +211,7 @@ def snapshot_case(variant, mode, mem_mib, accel, path):
                                              "downtime-limit": DOWNTIME_MS})
         t0 = time.monotonic()
         src.cmd("migrate", uri="file:" + path)
-        info = wait_migration(src)
+        info = wait_migration(src, what="snapshot: migration to the file")
         wall = time.monotonic() - t0
         src.close()
         src = None
@@ -470,15 +438,6 @@ def plot(results, modes, variants, path):
     return True
 
 
-STOP = []
-
-
-def _terminate(signum, frame):
-    STOP.append(signum)
-    log(f"[snapshot] signal {signum}: stopping after cleaning up")
-    raise SystemExit(128 + signum)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -499,7 +458,7 @@ def main():
             sys.exit(f"[snapshot] unknown mode '{m}': one of {', '.join(MODES)}")
     if args.mem < KEEP_MIB + 256:
         sys.exit(f"[snapshot] --mem {args.mem}: at least {KEEP_MIB + 256} MiB")
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm("snapshot")
     accel = probe_accel()
     workdir = os.path.join(BUILD, "snapshot")
     os.makedirs(workdir, exist_ok=True)

@@ -28,7 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TOP, "tests", "e2e"))
 
-from vm import BUILD, GUEST, QEMU, HarnessError  # noqa: E402
+import vm  # noqa: E402
+from vm import GUEST, QEMU, HarnessError  # noqa: E402
 
 LIBVIRTD = "/usr/sbin/libvirtd"
 VIRSH = "/usr/bin/virsh"
@@ -259,55 +260,19 @@ def domain_xml(name, serial, mem_mib=2048, hints=True, iothread=True,
     return xml
 
 
-class Console:
+class Console(vm.Console):
     """The guest's serial console (a unix socket QEMU listens on):
     memagent's protocol, as tests/e2e/vm.py speaks it."""
 
     def __init__(self, path, name, timeout=30):
-        self.name = name
-        self.buf = b""
         deadline = time.monotonic() + timeout
         while not os.path.exists(path):
             if time.monotonic() > deadline:
                 raise HarnessError(f"{name}: no serial socket {path}")
             time.sleep(0.05)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-
-    def expect(self, prefix, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\n" in self.buf:
-                line, self.buf = self.buf.split(b"\n", 1)
-                text = line.decode(errors="replace").strip()
-                i = text.find("@@")
-                if i < 0:
-                    continue
-                text = text[i + 2:]
-                if text.startswith("ERR"):
-                    raise HarnessError(f"guest ({self.name}): {text}")
-                if text.startswith(prefix):
-                    return text[len(prefix):].strip()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HarnessError(f"guest ({self.name}) did not answer "
-                                   f"'{prefix}' within {timeout} s")
-            self.sock.settimeout(min(left, 1.0))
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not data:
-                raise HarnessError(f"guest ({self.name}) console closed")
-            self.buf += data
-
-    def agent(self, command, timeout=300):
-        self.sock.sendall(command.encode() + b"\n")
-        reply = self.expect("OK " + command.split()[0], timeout)
-        return dict(kv.split("=", 1) for kv in reply.split() if "=" in kv)
-
-    def close(self):
-        self.sock.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        super().__init__(sock, name)
 
 
 def make_rundir():

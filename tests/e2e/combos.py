@@ -114,6 +114,28 @@ def set_caps(guests, caps):
                             for c, s in caps.items()])
 
 
+def postcopy_switch(c, src, dst, caps):
+    """Migrate with postcopy capabilities caps; switch to postcopy once the
+    hints cleared pages, and wait until the destination runs the guest.
+    Returns the hint statistics at the switch."""
+    set_caps((src, dst), caps)
+    uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
+    src.cmd("migrate-set-parameters", **{
+        "max-bandwidth": postcopy.PRECOPY_BANDWIDTH,
+        "max-postcopy-bandwidth": postcopy.POSTCOPY_BANDWIDTH})
+    dst.cmd("migrate-incoming", uri=uri)
+    src.cmd("migrate", uri=uri)
+    at_switch = postcopy.wait_hinted(src, postcopy.HINT_TIMEOUT)
+    src.cmd("migrate-start-postcopy")
+    postcopy.wait_status(src, ("postcopy-active",))
+    c.note(f"switched with pages-cleared {at_switch.get('pages-cleared')}")
+    deadline = time.monotonic() + 60
+    while not dst.cmd("query-status")["running"]:
+        check(time.monotonic() < deadline, "destination did not start the guest")
+        time.sleep(0.02)
+    return at_switch
+
+
 def wait_status(g, want, timeout=300):
     """query-migrate until its status is in @want; failed/cancelled end
     the wait too unless wanted.  Returns the info."""
@@ -355,21 +377,8 @@ def case_postcopy_preempt(c):
     src.agent(f"fill {c.mem - 256}", timeout=600)
     src.agent("churn 128")
     dst = c.guest("dst", incoming=True, cmdline=postcopy.INIT_ON_ALLOC_OFF)
-    set_caps((src, dst), {"postcopy-ram": True, "postcopy-preempt": True})
-    uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
-    src.cmd("migrate-set-parameters", **{
-        "max-bandwidth": postcopy.PRECOPY_BANDWIDTH,
-        "max-postcopy-bandwidth": postcopy.POSTCOPY_BANDWIDTH})
-    dst.cmd("migrate-incoming", uri=uri)
-    src.cmd("migrate", uri=uri)
-    at_switch = postcopy.wait_hinted(src, postcopy.HINT_TIMEOUT)
-    src.cmd("migrate-start-postcopy")
-    postcopy.wait_status(src, ("postcopy-active",))
-    deadline = time.monotonic() + 60
-    while not dst.cmd("query-status")["running"]:
-        check(time.monotonic() < deadline, "destination did not start the guest")
-        time.sleep(0.02)
-    c.note(f"switched with pages-cleared {at_switch.get('pages-cleared')}")
+    at_switch = postcopy_switch(c, src, dst, {"postcopy-ram": True,
+                                              "postcopy-preempt": True})
     dst.attach_serial()
     agent_retry(dst, "fill 256")
     during = src.cmd("query-migrate")["status"]
@@ -551,22 +560,7 @@ def _huge(c, post):
         if not post:
             info = hop(c, src, dst, churn=True)
         else:
-            set_caps((src, dst), {"postcopy-ram": True})
-            uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
-            src.cmd("migrate-set-parameters", **{
-                "max-bandwidth": postcopy.PRECOPY_BANDWIDTH,
-                "max-postcopy-bandwidth": postcopy.POSTCOPY_BANDWIDTH})
-            dst.cmd("migrate-incoming", uri=uri)
-            src.cmd("migrate", uri=uri)
-            at_switch = postcopy.wait_hinted(src, postcopy.HINT_TIMEOUT)
-            src.cmd("migrate-start-postcopy")
-            postcopy.wait_status(src, ("postcopy-active",))
-            c.note(f"switched with pages-cleared {at_switch.get('pages-cleared')}")
-            deadline = time.monotonic() + 60
-            while not dst.cmd("query-status")["running"]:
-                check(time.monotonic() < deadline,
-                      "destination did not start the guest")
-                time.sleep(0.02)
+            postcopy_switch(c, src, dst, {"postcopy-ram": True})
             dst.attach_serial()
             agent_retry(dst, "fill 256")
             info = postcopy.wait_status(src, ("completed",), timeout=300)

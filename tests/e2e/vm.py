@@ -38,6 +38,60 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+class Console:
+    """A guest's serial console (a connected unix socket): memagent's
+    protocol, replies on lines "@@<reply>".  check: called while waiting,
+    raises when the guest can no longer answer (its QEMU exited)."""
+
+    def __init__(self, sock, name, check=None):
+        self.sock = sock
+        self.name = name
+        self.check = check
+        self.buf = b""
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def expect(self, prefix, timeout):
+        """Wait for a console line starting with @@<prefix>; return its rest."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                text = line.decode(errors="replace").strip()
+                i = text.find("@@")
+                if i < 0:
+                    continue
+                text = text[i + 2:]
+                if text.startswith("ERR"):
+                    raise HarnessError(f"guest ({self.name}): {text}")
+                if text.startswith(prefix):
+                    return text[len(prefix):].strip()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HarnessError(f"guest ({self.name}) did not answer "
+                                   f"'{prefix}' within {timeout} s")
+            if self.check:
+                self.check()
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise HarnessError(f"guest ({self.name}) console closed")
+            self.buf += data
+
+    def agent(self, command, timeout=300):
+        """Run one memagent command; return the key=value pairs it reported."""
+        self.sock.sendall(command.encode() + b"\n")
+        reply = self.expect("OK " + command.split()[0], timeout)
+        return dict(kv.split("=", 1) for kv in reply.split() if "=" in kv)
+
+    def close(self):
+        self.sock.close()
+
+
 class Guest:
     """One QEMU process running the test guest (or waiting for it)."""
 
@@ -80,7 +134,6 @@ class Guest:
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         self.qmp = self._connect_qmp()
         self.serial = None
-        self.buf = b""
 
     def _wait_path(self, path, what):
         deadline = time.monotonic() + 30
@@ -111,40 +164,18 @@ class Guest:
     def _serial(self):
         if self.serial is None:
             self._wait_path(self.serial_path, "its serial socket")
-            self.serial = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.serial.connect(self.serial_path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self.serial_path)
+            self.serial = Console(sock, self.name, self._check_alive)
         return self.serial
+
+    def _check_alive(self):
+        if self.proc.poll() is not None:
+            raise HarnessError(f"QEMU ({self.name}) exited: {self.log_tail()}")
 
     def expect(self, prefix, timeout):
         """Wait for a console line starting with @@<prefix>; return its rest."""
-        sock = self._serial()
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\n" in self.buf:
-                line, self.buf = self.buf.split(b"\n", 1)
-                text = line.decode(errors="replace").strip()
-                i = text.find("@@")
-                if i < 0:
-                    continue
-                text = text[i + 2:]
-                if text.startswith("ERR"):
-                    raise HarnessError(f"guest ({self.name}): {text}")
-                if text.startswith(prefix):
-                    return text[len(prefix):].strip()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HarnessError(f"guest ({self.name}) did not answer "
-                                   f"'{prefix}' within {timeout} s")
-            if self.proc.poll() is not None:
-                raise HarnessError(f"QEMU ({self.name}) exited: {self.log_tail()}")
-            sock.settimeout(min(left, 1.0))
-            try:
-                data = sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not data:
-                raise HarnessError(f"guest ({self.name}) console closed")
-            self.buf += data
+        return self._serial().expect(prefix, timeout)
 
     def boot(self, timeout=BOOT_TIMEOUT):
         """Wait until the guest is up; return its balloon feature bits."""
@@ -154,14 +185,11 @@ class Guest:
 
     def agent(self, command, timeout=300):
         """Run one memagent command; return the key=value pairs it reported."""
-        self._serial().sendall(command.encode() + b"\n")
-        reply = self.expect("OK " + command.split()[0], timeout)
-        return dict(kv.split("=", 1) for kv in reply.split() if "=" in kv)
+        return self._serial().agent(command, timeout)
 
     def attach_serial(self):
         """After an incoming migration: talk to the guest through us."""
         self.serial = None
-        self.buf = b""
         # The first byte written to a migrated guest's console is
         # sometimes lost (seen over the benchmark's 1g link): let that
         # be an empty line, which memagent ignores
@@ -234,15 +262,21 @@ def migrate(src, dst, bandwidth=100 << 30, downtime_ms=2000, caps=(),
                                          "downtime-limit": downtime_ms,
                                          **(params or {})})
     src.cmd("migrate", uri=uri)
+    return wait_migration(src, timeout)
+
+
+def wait_migration(g, timeout=MIGRATION_TIMEOUT, what="migration"):
+    """Poll g's query-migrate until the migration completed; return it.
+    A failed, cancelled or overdue migration raises, naming @what."""
     deadline = time.monotonic() + timeout
     while True:
-        info = src.cmd("query-migrate")
+        info = g.cmd("query-migrate")
         status = info.get("status")
         if status == "completed":
             return info
         if status in ("failed", "cancelled"):
-            raise HarnessError(f"migration {status}: {info.get('error-desc', '')}")
+            raise HarnessError(f"{what} {status}: {info.get('error-desc', '')}")
         if time.monotonic() > deadline:
-            src.cmd("migrate_cancel")
-            raise HarnessError(f"migration did not complete in {timeout} s")
+            g.cmd("migrate_cancel")
+            raise HarnessError(f"{what} did not complete in {timeout} s")
         time.sleep(0.05)
