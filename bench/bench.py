@@ -2,7 +2,8 @@
 """make bench: no hints vs upstream's hints vs ours, in one run on one machine.
 
 Each case boots the test guest, brings it into the workload's state,
-migrates it (max-bandwidth 100G, downtime-limit 2 s) over a link and has
+migrates it (max-bandwidth 100G, downtime-limit 2 s unless
+--downtime-limit says otherwise) over a link and has
 the guest verify its memory on the destination.  Links: "loopback", a unix
 socket at full speed; "1g" and "10g", TCP to a destination QEMU in another
 network namespace behind a veth pair shaped with tc tbf (bench/netns.py).
@@ -250,6 +251,9 @@ def main():
     ap.add_argument("--variants", default=",".join(BENCH_VARIANTS))
     ap.add_argument("--init-on-alloc", default="1",
                     help="the guest kernel's init_on_alloc values, e.g. 1,0")
+    ap.add_argument("--downtime-limit", type=int, default=2000,
+                    help="migration's downtime-limit in ms (QEMU's default "
+                    "is 300)")
     ap.add_argument("--out", default=HERE)
     args = ap.parse_args()
     variants = [v.strip() for v in args.variants.split(",")]
@@ -285,7 +289,8 @@ def main():
         # spreads over all of them.
         for run in range(args.runs):
             for link in links:
-                kw = {"rest_s": args.rest}
+                kw = {"rest_s": args.rest,
+                      "downtime_ms": args.downtime_limit}
                 if LINKS[link]:
                     ns.set_rate(LINKS[link])
                     kw.update(dst_wrapper=ns.wrapper, uri=ns.uri)
@@ -320,12 +325,15 @@ def main():
                    ("sizes", "workloads", "links", "runs"))
     if args.init_on_alloc != "1":
         cmd += f" --init-on-alloc {args.init_on_alloc}"
+    if args.downtime_limit != 2000:
+        cmd += f" --downtime-limit {args.downtime_limit}"
     if variants != list(BENCH_VARIANTS):
         cmd += f' --variants "{args.variants}"'
     if os.path.abspath(args.out) != HERE:
         cmd += f" --out {os.path.relpath(args.out, os.path.dirname(HERE))}"
     head = (f"Measured {started} on {machine()}; {accel.upper()}, 2 vCPUs, "
-            f"max-bandwidth 100G, downtime-limit 2 s; links: {link_text}; "
+            f"max-bandwidth 100G, downtime-limit {args.downtime_limit} ms; "
+            f"links: {link_text}; "
             f"median (min-max) of {args.runs} run(s); took {minutes:.0f} min.\n"
             f"Command: `make bench BENCH_ARGS='{cmd}'`\n")
     md = (head + "\nOurs against the others (medians):\n\n" + ratios(results)
@@ -342,7 +350,8 @@ def main():
         f.write(md)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"measured": started, "machine": machine(), "accel": accel,
-                   "command": cmd, "link_tcp_bits_per_s": measured,
+                   "command": cmd, "downtime_limit_ms": args.downtime_limit,
+                   "link_tcp_bits_per_s": measured,
                    "cases": {"|".join(map(str, k)): v
                              for k, v in results.items()}}, f, indent=1)
     plot(results, os.path.join(args.out, "results.png"))

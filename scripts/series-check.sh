@@ -1,8 +1,8 @@
 #!/bin/bash
 # make series-check: is the series bisectable?  Builds each commit of the
 # series in turn, oldest first, and at each one runs QEMU's checkpatch and
-# the series' two fast tests (tests/unit/test-bitmap and
-# tests/qtest/virtio-balloon-test).
+# the series' fast tests (tests/unit/test-bitmap,
+# tests/qtest/virtio-balloon-test and tests/qtest/migration-zero-page-test).
 #
 # It works in its own git worktree, build/qemu-series-check (detached HEAD,
 # own build dir build/qemu-series-check/build, built by build.sh with the
@@ -35,7 +35,8 @@ done
 SC=$BUILD/qemu-series-check          # our worktree
 SC_OBJ=$SC/build                     # its build (scripts/build.sh series-check)
 LOGS=$BUILD/series-check
-TARGETS=(qemu-system-x86_64 tests/unit/test-bitmap tests/qtest/virtio-balloon-test)
+TARGETS=(qemu-system-x86_64 tests/unit/test-bitmap tests/qtest/virtio-balloon-test
+         tests/qtest/migration-zero-page-test)
 
 [ -d "$WT/.git" ] || die "no work tree at $WT" "run 'make prepare'"
 git -C "$WT" rev-parse -q --verify base >/dev/null ||
@@ -78,8 +79,8 @@ log "checking $n commits ($series_desc) in $SC; logs in $LOGS"
 failures=()        # "patch N/M sha (subject): STEP failed (log: ...)"
 warn_patches=0     # patches with checkpatch warnings
 warn_total=0
-STEPS=(checkout build checkpatch test-bitmap virtio-balloon-test)
-totals=(0 0 0 0 0) # nanoseconds per step, over all patches
+STEPS=(checkout build checkpatch test-bitmap virtio-balloon-test zero-page-test)
+totals=(0 0 0 0 0 0) # nanoseconds per step, over all patches
 rows=()            # the summary table
 t_start=$(now)
 
@@ -102,8 +103,9 @@ failed() {  # failed STEP LOG: note a failure of this patch
 }
 row() {  # row: the table line of this patch
     local line joined
-    line=$(printf '%2d/%-2d %s %-11s %-12s %-11s %-11s %-19s' "$i" "$n" "$short" \
-        "${cells[0]:--}" "${cells[1]:--}" "${cells[2]:--}" "${cells[3]:--}" "${cells[4]:--}")
+    line=$(printf '%2d/%-2d %s %-11s %-12s %-11s %-11s %-19s %-14s' "$i" "$n" "$short" \
+        "${cells[0]:--}" "${cells[1]:--}" "${cells[2]:--}" "${cells[3]:--}" "${cells[4]:--}" \
+        "${cells[5]:--}")
     joined=$(printf '%s; ' "${notes[@]}")
     rows+=("$line  ${joined%; }")
 }
@@ -171,11 +173,12 @@ for c in "${commits[@]}"; do
         warn_total=$((warn_total + warnings))
     fi
 
-    # The two fast tests against this commit's build, as tests/run.sh runs
+    # The fast tests against this commit's build, as tests/run.sh runs
     # them (the qtest's QEMUs use -accel qtest: KVM does not matter).
     if [ "$build_rc" = 0 ]; then
         k=3
-        for test in unit/test-bitmap:120 qtest/virtio-balloon-test:600; do
+        for test in unit/test-bitmap:120 qtest/virtio-balloon-test:600 \
+                    qtest/migration-zero-page-test:300; do
             name=${test%:*}
             limit=${test##*:}
             begin $k
@@ -207,11 +210,11 @@ done
 elapsed=$(secs $(($(now) - t_start)))
 {
     echo "series-check of $series_desc, $(date -u '+%Y-%m-%d %H:%M UTC'), ${elapsed}s"
-    printf '%-5s %-12s %-11s %-12s %-11s %-11s %-19s  %s\n' patch commit "${STEPS[@]}" notes
+    printf '%-5s %-12s %-11s %-12s %-11s %-11s %-19s %-14s  %s\n' patch commit "${STEPS[@]}" notes
     printf '%s\n' "${rows[@]}"
-    printf '%-18s %-11s %-12s %-11s %-11s %-19s\n' "total" \
+    printf '%-18s %-11s %-12s %-11s %-11s %-19s %-14s\n' "total" \
         "$(secs "${totals[0]}")s" "$(secs "${totals[1]}")s" "$(secs "${totals[2]}")s" \
-        "$(secs "${totals[3]}")s" "$(secs "${totals[4]}")s"
+        "$(secs "${totals[3]}")s" "$(secs "${totals[4]}")s" "$(secs "${totals[5]}")s"
     [ "${#failures[@]}" = 0 ] || printf 'FAILED: %s\n' "${failures[@]}"
 } > "$LOGS/summary.txt"
 
