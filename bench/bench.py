@@ -255,7 +255,24 @@ def main():
                     help="migration's downtime-limit in ms (QEMU's default "
                     "is 300)")
     ap.add_argument("--out", default=HERE)
+    ap.add_argument("--replot", action="store_true",
+                    help="only draw --out's results.png again from its "
+                    "results.json")
     args = ap.parse_args()
+    try:
+        import matplotlib  # noqa: F401  (the plot, after hours of runs)
+    except ImportError:
+        sys.exit("[bench] no matplotlib for this python: run 'make bench' "
+                 "(Debian's python3 with python3-matplotlib, 'make deps')")
+    if args.replot:
+        with open(os.path.join(args.out, "results.json")) as f:
+            saved = json.load(f)
+        results = {}
+        for key, runs in saved["cases"].items():
+            link, label, mem, variant = key.split("|")
+            results[(link, label, int(mem), variant)] = runs
+        plot(results, os.path.join(args.out, "results.png"))
+        return 0
     variants = [v.strip() for v in args.variants.split(",")]
     for v in variants:
         if v not in VARIANTS:
