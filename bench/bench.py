@@ -254,6 +254,9 @@ def main():
     ap.add_argument("--downtime-limit", type=int, default=2000,
                     help="migration's downtime-limit in ms (QEMU's default "
                     "is 300)")
+    ap.add_argument("--hint-wait", type=int,
+                    help="free-page-hint-wait in ms for the variants that "
+                    "run our QEMU (default: QEMU's, 1000)")
     ap.add_argument("--out", default=HERE)
     ap.add_argument("--replot", action="store_true",
                     help="only draw --out's results.png again from its "
@@ -324,8 +327,13 @@ def main():
                                 f"{link}{eta}")
                             key = (link, label, mem, variant)
                             try:
+                                vkw = dict(kw)
+                                if (args.hint_wait is not None and
+                                        VARIANTS[variant][0] == "ours"):
+                                    vkw["params"] = {"free-page-hint-wait":
+                                                     args.hint_wait}
                                 r = run_logged(variant, mem, workload, accel,
-                                               cmdline=cmdline, **kw)
+                                               cmdline=cmdline, **vkw)
                                 r["link"] = link
                             except HarnessError as e:
                                 log(f"[bench]   failed: {e}")
@@ -344,12 +352,16 @@ def main():
         cmd += f" --init-on-alloc {args.init_on_alloc}"
     if args.downtime_limit != 2000:
         cmd += f" --downtime-limit {args.downtime_limit}"
+    if args.hint_wait is not None:
+        cmd += f" --hint-wait {args.hint_wait}"
     if variants != list(BENCH_VARIANTS):
         cmd += f' --variants "{args.variants}"'
     if os.path.abspath(args.out) != HERE:
         cmd += f" --out {os.path.relpath(args.out, os.path.dirname(HERE))}"
     head = (f"Measured {started} on {machine()}; {accel.upper()}, 2 vCPUs, "
-            f"max-bandwidth 100G, downtime-limit {args.downtime_limit} ms; "
+            f"max-bandwidth 100G, downtime-limit {args.downtime_limit} ms"
+            + (f", free-page-hint-wait {args.hint_wait} ms (ours)"
+               if args.hint_wait is not None else "") + "; "
             f"links: {link_text}; "
             f"median (min-max) of {args.runs} run(s); took {minutes:.0f} min.\n"
             f"Command: `make bench BENCH_ARGS='{cmd}'`\n")
