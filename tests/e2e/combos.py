@@ -630,7 +630,10 @@ def case_virtio_mem(c):
         c.note(f"plugged {requested} MiB; guest: {st}")
         src.agent(f"keep {KEEP_MIB}")
         placed = src.agent(f"placed {lo} {hi}")
-        src.agent(f"fill {c.mem + requested - 400}", timeout=600)
+        # What the agent keeps adds up over the migrations; the rest of the
+        # guest (kernel, its initramfs root) needs about 300 MiB, and a margin
+        kept = (n + 1) * KEEP_MIB
+        src.agent(f"fill {c.mem + requested - 400 - kept}", timeout=600)
         time.sleep(1)
         dst = c.guest(f"dst{n}", incoming=True, cmdline=cmdline,
                       extra=vmem_args(requested) + extra)

@@ -65,6 +65,11 @@ class Console:
                 text = text[i + 2:]
                 if text.startswith("ERR"):
                     raise HarnessError(f"guest ({self.name}): {text}")
+                if text.startswith("EXIT"):
+                    # guest/init: the agent died (the OOM killer, a crash)
+                    raise HarnessError(f"guest ({self.name}): its agent "
+                                       f"exited ({text}; the guest's console "
+                                       "says why, e.g. out of memory)")
                 if text.startswith(prefix):
                     return text[len(prefix):].strip()
             left = deadline - time.monotonic()
