@@ -152,17 +152,20 @@ def rate_mbit(r):
 def summarize_work(results):
     """The busy guest's own work: its churn rate at rest and in migration."""
     lines = ["| link | guest | variant | churn at rest (MiB/s) "
-             "| churn during migration (MiB/s) | during / at rest |",
-             "|---|---:|---|---:|---:|---:|"]
+             "| churn during migration (MiB/s) | during / at rest "
+             "| work lost (MiB) |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     for (link, workload, mem, variant), rows in results.items():
         ok = [r for r in rows if "churn_mib_s_migration" in r]
         if workload != "busy" or not ok:
             continue
+        lost = [r["churn_mib_lost"] for r in ok if "churn_mib_lost" in r]
         lines.append(
             f"| {link} | {mem} MiB | {variant} "
             f"| {spread([r['churn_mib_s_rest'] for r in ok])} "
             f"| {spread([r['churn_mib_s_migration'] for r in ok])} "
-            f"| {spread([100 * r['churn_mib_s_migration'] / r['churn_mib_s_rest'] for r in ok], lambda v: f'{v:.0f}%')} |")
+            f"| {spread([100 * r['churn_mib_s_migration'] / r['churn_mib_s_rest'] for r in ok], lambda v: f'{v:.0f}%')} "
+            f"| {spread(lost) if lost else '-'} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -373,7 +376,10 @@ def main():
         md += ("\nThe busy guest's own work (MiB its churn wrote and checked "
                f"per second): over {args.rest:g} s at rest just before the "
                "migration, and from the migration's start until the "
-               "destination answered:\n\n" + work + "\n")
+               "destination answered; work lost is what the churn would "
+               "have done over that time at its rate at rest, less what it "
+               "did (a migration that slows the guest as much for less "
+               "time loses less):\n\n" + work + "\n")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(md)

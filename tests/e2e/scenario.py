@@ -102,12 +102,20 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
             # just before the migration until the destination answered
             **{f"churn_mib_s_{k}": pages * PAGE / (1 << 20) / secs
                for k, (pages, secs) in work.items()},
+            **({"churn_mib_lost": lost_work(work)} if len(work) == 2 else {}),
             "free_page_hint": info.get("free-page-hint"),
         }
     finally:
         for g in (src, dst):
             if g:
                 g.close()
+
+
+def lost_work(work):
+    """MiB the churn would have done at its rate at rest over the time
+    measured during the migration, and did not."""
+    (rest, rest_s), (mig, mig_s) = work["rest"], work["migration"]
+    return (rest / rest_s * mig_s - mig) * PAGE / (1 << 20)
 
 
 def mem_free(g):
