@@ -14,7 +14,7 @@ help:
 	@echo "make export   write the work tree's commits back to base/ and patches/"
 	@echo "make bench    benchmark: no hints vs upstream's hints vs ours"
 	@echo "make profile  callgrind: what a 4 MiB hint costs against sending 4 MiB;"
-	@echo "              perf: where a freed 2 GiB guest's migration spends its time"
+	@echo "              perf: where a 2 GiB guest's migration spends the host's CPU"
 	@echo "make soak     50 ping-pong migrations of a busy guest, with faults"
 	@echo "make sanitize virtio-balloon-test against an ASAN + UBSAN build"
 	@echo "make fuzz     libFuzzer on the free page vq, FUZZ_TIME seconds (300)"
@@ -62,7 +62,7 @@ bench: build stock guest
 
 profile: build guest
 	@bench/profile.sh
-	@$(PY) bench/profile_freed.py $(PROFILE_ARGS)
+	@$(PY) bench/profile_migration.py $(PROFILE_ARGS)
 
 # The full ping-pong soak with fault injection (a short one is in check)
 soak: build guest
