@@ -150,17 +150,20 @@ def main():
         time.sleep(0.5)
         if args.workload == "busy":
             log(f"[profile] the churn's rate at rest, over {REST_S} s")
+            rest = ThreadCPU(src.proc.pid)
             w0, t0 = churn_work(src)
             time.sleep(REST_S)
             w1, t1 = churn_work(src)
             work["rest"] = (w1 - w0, t1 - t0)
+            cpu["source at rest"] = rest.stop()
+            rest_wall = t1 - t0
         log("[profile] migrating under perf record")
         polls = {side: ThreadCPU(g.proc.pid)
                  for side, g in (("source", src), ("destination", dst))}
         t_start = time.monotonic()
         info = migrate(src, dst)
         wall = time.monotonic() - t_start
-        cpu = {side: p.stop() for side, p in polls.items()}
+        cpu.update({side: p.stop() for side, p in polls.items()})
         if args.workload == "busy":
             dst.attach_serial()
             w2, t2 = churn_work(dst)
@@ -188,6 +191,12 @@ def main():
               f"{rates['migration']:.0f} MiB/s during the migration "
               f"({rates['migration'] / rates['rest']:.0%}), "
               f"work lost {lost_work(work):.0f} MiB")
+    if work:
+        print(f"\nsource at rest: CPU time by thread over {rest_wall:.2f} s "
+              "(cores)")
+        for comm, secs in cpu["source at rest"].most_common():
+            if secs > 0:
+                print(f"  {secs / rest_wall:5.2f}  {secs:6.2f} s  {comm}")
     for side, data, _ in perfs:
         print(f"\n{side}: CPU time by thread over the migration's {wall:.2f} s "
               "(cores)")
