@@ -77,7 +77,7 @@ def kpages(n):
 
 def bound_ms(r, measured):
     """The guest's non-free memory at the link's measured rate, in ms."""
-    rate = measured.get(r["link"])
+    rate = r.get("link_rate") or measured.get(r["link"])
     if not rate or "nonfree" not in r:
         return None
     return r["nonfree"] * 8 / rate * 1000
@@ -209,6 +209,48 @@ def plot(results, path):
     fig.savefig(path, dpi=80)
 
 
+def merge(dirs, out):
+    """One table and plot of several runs' results (their results.json):
+    a matrix that ran in more than one sitting.  Each case keeps the link
+    rate its own run measured."""
+    results, heads = {}, []
+    for d in dirs:
+        with open(os.path.join(d, "results.json")) as f:
+            saved = json.load(f)
+        rates = saved["link_tcp_bits_per_s"]
+        for key, runs in saved["cases"].items():
+            link, label, mem, variant = key.split("|")
+            k = (link, label, int(mem), variant)
+            if k in results:
+                sys.exit(f"[bench] {key} is in more than one of {dirs}")
+            for r in runs:
+                if link in rates:
+                    r["link_rate"] = rates[link]
+            results[k] = runs
+        heads.append(f"- [{d}]({os.path.relpath(d, out)}/results.md): "
+                     f"{saved['measured']} on {saved['machine']}; "
+                     f"`make bench BENCH_ARGS='{saved['command']}'`")
+    order = {v: i for i, v in enumerate(BENCH_VARIANTS)}
+    keys = sorted(results, key=lambda k: (k[0], k[1], k[2], order.get(k[3], 9)))
+    runs = max(len(v) for v in results.values())
+    md = ("Merged with `bench/bench.py --merge " + ",".join(dirs)
+          + f" --out {out}` from these runs (the same machine kind; each "
+          "one's header has the link rates it measured, and its cases' "
+          "bound column uses them):\n\n" + "\n".join(heads)
+          + "\n\nOurs against the others (medians):\n\n" + ratios(results, keys)
+          + "\n\nEvery case:\n\n" + summarize(results, runs, {}, keys) + "\n")
+    work = summarize_work({k: results[k] for k in keys})
+    if work:
+        md += ("\nThe busy guest's own work (see each run's results.md):"
+               "\n\n" + work + "\n")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(md)
+    plot(results, os.path.join(out, "results.png"))
+    print(md)
+    return 0
+
+
 def check_links(links, ns):
     """Measure each shaped link with a plain TCP stream: the tc rate applies."""
     measured = {}
@@ -261,6 +303,9 @@ def main():
                     help="free-page-hint-wait in ms for the variants that "
                     "run our QEMU (default: QEMU's, 1000)")
     ap.add_argument("--out", default=HERE)
+    ap.add_argument("--merge", metavar="DIR,DIR,...",
+                    help="only write --out's results.md and results.png from "
+                    "these runs' results.json")
     ap.add_argument("--replot", action="store_true",
                     help="only draw --out's results.png again from its "
                     "results.json")
@@ -270,6 +315,8 @@ def main():
     except ImportError:
         sys.exit("[bench] no matplotlib for this python: run 'make bench' "
                  "(Debian's python3 with python3-matplotlib, 'make deps')")
+    if args.merge:
+        return merge(args.merge.split(","), args.out)
     if args.replot:
         with open(os.path.join(args.out, "results.json")) as f:
             saved = json.load(f)
