@@ -8,9 +8,12 @@ the guest verify its memory on the destination.  Links: "loopback", a unix
 socket at full speed; "1g" and "10g", TCP to a destination QEMU in another
 network namespace behind a veth pair shaped with tc tbf (bench/netns.py).
 The busy guest's churn rate is measured at rest (--rest seconds) and
-during the migration.  Writes bench/results.md (Markdown tables, median
-and min-max of --runs runs), bench/results.json (every run) and
-bench/results.png (time and bytes against guest size, per variant).
+during the migration.  Writes a new run folder (--out, by default
+bench/runs/DATE-VERSION-LINKS-SIZES): results.md (Markdown tables,
+median and min-max of --runs runs), results.json (every run, each case
+an object), results.png (time and bytes against guest size, per
+variant) and manifest.json (series commit, sha256 of patches/, command,
+machine, measured link rates); then bench/runs/index.md (bench/runs.py).
 
     bench.py [--sizes 1024,2048,4096,8192] [--workloads idle,freed,busy]
              [--links loopback,1g,10g] [--runs 3] [--rest 3]
@@ -41,6 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
 
 from netns import LINKS, Netns  # noqa: E402
+from runs import (cases_json, load_results, machine_info, new_run_dir,  # noqa: E402
+                  provenance, write_index, write_manifest)
 from scenario import BENCH_VARIANTS, VARIANTS, run_logged  # noqa: E402
 from vm import HarnessError, log, probe_accel  # noqa: E402
 
@@ -215,17 +220,14 @@ def merge(dirs, out):
     rate its own run measured."""
     results, heads = {}, []
     for d in dirs:
-        with open(os.path.join(d, "results.json")) as f:
-            saved = json.load(f)
+        saved, cases = load_results(os.path.join(d, "results.json"))
         rates = saved["link_tcp_bits_per_s"]
-        for key, runs in saved["cases"].items():
-            link, label, mem, variant = key.split("|")
-            k = (link, label, int(mem), variant)
+        for k, runs in cases.items():
             if k in results:
-                sys.exit(f"[bench] {key} is in more than one of {dirs}")
+                sys.exit(f"[bench] {k} is in more than one of {dirs}")
             for r in runs:
-                if link in rates:
-                    r["link_rate"] = rates[link]
+                if k[0] in rates:
+                    r["link_rate"] = rates[k[0]]
             results[k] = runs
         heads.append(f"- [{d}]({os.path.relpath(d, out)}/results.md): "
                      f"{saved['measured']} on {saved['machine']}; "
@@ -247,8 +249,31 @@ def merge(dirs, out):
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(md)
     plot(results, os.path.join(out, "results.png"))
+    write_manifest(out, tool="bench/bench.py --merge", **provenance(),
+                   measured=time.strftime("%Y-%m-%d %H:%M UTC (merged)",
+                                          time.gmtime()),
+                   what="merge of " + ", ".join(os.path.basename(os.path.normpath(d))
+                                                for d in dirs),
+                   command=f"/usr/bin/python3 bench/bench.py --merge "
+                   f"{','.join(dirs)} --out {out}",
+                   sources=[os.path.basename(os.path.normpath(d)) for d in dirs],
+                   machine=machine_info(), link_tcp_bits_per_s={},
+                   link_rates_note="each source run's manifest")
+    index(out)
     print(md)
     return 0
+
+
+def index(out):
+    """Rewrite bench/runs/index.md when out is a folder in it."""
+    runs_dir = os.path.join(HERE, "runs")
+    if os.path.dirname(os.path.abspath(out)) == runs_dir:
+        log(f"[bench] wrote {os.path.relpath(write_index(), os.getcwd())}")
+
+
+def default_out(links, sizes):
+    """bench/runs/DATE-VERSION-LINKS-SIZES, e.g. 2026-12-07-v4-loopback-1024mib."""
+    return new_run_dir("-".join(links) + "-" + "-".join(map(str, sizes)) + "mib")
 
 
 def check_links(links, ns):
@@ -302,7 +327,9 @@ def main():
     ap.add_argument("--hint-wait", type=int,
                     help="free-page-hint-wait in ms for the variants that "
                     "run our QEMU (default: QEMU's, 1000)")
-    ap.add_argument("--out", default=HERE)
+    ap.add_argument("--out", help="the run's folder (default: a new one "
+                    "in bench/runs, named by date, series version, links "
+                    "and sizes)")
     ap.add_argument("--merge", metavar="DIR,DIR,...",
                     help="only write --out's results.md and results.png from "
                     "these runs' results.json")
@@ -315,15 +342,13 @@ def main():
     except ImportError:
         sys.exit("[bench] no matplotlib for this python: run 'make bench' "
                  "(Debian's python3 with python3-matplotlib, 'make deps')")
+    if (args.merge or args.replot) and not args.out:
+        sys.exit("[bench] --merge and --replot need --out DIR (a run folder, "
+                 "e.g. bench/runs/2026-11-28-v4-matrix)")
     if args.merge:
         return merge(args.merge.split(","), args.out)
     if args.replot:
-        with open(os.path.join(args.out, "results.json")) as f:
-            saved = json.load(f)
-        results = {}
-        for key, runs in saved["cases"].items():
-            link, label, mem, variant = key.split("|")
-            results[(link, label, int(mem), variant)] = runs
+        _, results = load_results(os.path.join(args.out, "results.json"))
         plot(results, os.path.join(args.out, "results.png"))
         return 0
     variants = [v.strip() for v in args.variants.split(",")]
@@ -347,6 +372,14 @@ def main():
                               w, "" if ioa == "1" else "init_on_alloc=0"))
     results = {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = args.out or default_out(links, sizes)
+    cmd = command(args, variants)
+    log(f"[bench] results go to {os.path.relpath(out, os.getcwd())}")
+    write_manifest(out, tool="bench/bench.py", measured=started,
+                   status="running", **provenance(),
+                   command=f"make bench BENCH_ARGS='{cmd}'",
+                   what=f"{args.sizes} MiB; {args.workloads}; {args.links}; "
+                   f"{args.runs} run(s)", machine=machine_info(), accel=accel)
     total = len(links) * len(sizes) * len(workloads) * len(variants) * args.runs
     n = 0
     t_start = time.monotonic()
@@ -396,18 +429,6 @@ def main():
     link_text = "; ".join(
         LINK_TEXT[li] + (f", a TCP stream measured {measured[li] / 1e6:.0f} "
                          "Mbit/s" if li in measured else "") for li in links)
-    cmd = " ".join(f"--{k} {getattr(args, k)}" for k in
-                   ("sizes", "workloads", "links", "runs"))
-    if args.init_on_alloc != "1":
-        cmd += f" --init-on-alloc {args.init_on_alloc}"
-    if args.downtime_limit != 2000:
-        cmd += f" --downtime-limit {args.downtime_limit}"
-    if args.hint_wait is not None:
-        cmd += f" --hint-wait {args.hint_wait}"
-    if variants != list(BENCH_VARIANTS):
-        cmd += f' --variants "{args.variants}"'
-    if os.path.abspath(args.out) != HERE:
-        cmd += f" --out {os.path.relpath(args.out, os.path.dirname(HERE))}"
     head = (f"Measured {started} on {machine()}; {accel.upper()}, 2 vCPUs, "
             f"max-bandwidth 100G, downtime-limit {args.downtime_limit} ms"
             + (f", free-page-hint-wait {args.hint_wait} ms (ours)"
@@ -427,18 +448,37 @@ def main():
                "have done over that time at its rate at rest, less what it "
                "did (a migration that slows the guest as much for less "
                "time loses less):\n\n" + work + "\n")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as f:
         f.write(md)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"measured": started, "machine": machine(), "accel": accel,
                    "command": cmd, "downtime_limit_ms": args.downtime_limit,
                    "link_tcp_bits_per_s": measured,
-                   "cases": {"|".join(map(str, k)): v
-                             for k, v in results.items()}}, f, indent=1)
-    plot(results, os.path.join(args.out, "results.png"))
+                   "cases": cases_json(results)}, f, indent=1)
+    plot(results, os.path.join(out, "results.png"))
+    write_manifest(out, status="complete", minutes=round(minutes, 1),
+                   link_tcp_bits_per_s=measured)
+    index(out)
     print(md)
     return 0
+
+
+def command(args, variants):
+    """The options of this run, as BENCH_ARGS would give them."""
+    cmd = " ".join(f"--{k} {getattr(args, k)}" for k in
+                   ("sizes", "workloads", "links", "runs"))
+    if args.init_on_alloc != "1":
+        cmd += f" --init-on-alloc {args.init_on_alloc}"
+    if args.downtime_limit != 2000:
+        cmd += f" --downtime-limit {args.downtime_limit}"
+    if args.hint_wait is not None:
+        cmd += f" --hint-wait {args.hint_wait}"
+    if variants != list(BENCH_VARIANTS):
+        cmd += f' --variants "{args.variants}"'
+    if args.out:
+        cmd += f" --out {os.path.relpath(args.out, os.path.dirname(HERE))}"
+    return cmd
 
 
 if __name__ == "__main__":

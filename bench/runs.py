@@ -80,7 +80,15 @@ def machine_info():
 def provenance(top=TOP):
     """The series this tree holds now: commit, patches/ hash, version."""
     dirty = git("status", "--porcelain", "--", "patches", "base", top=top)
-    return {"series_version": series_version(top),
+    qemu = os.path.join(top, "build", "qemu")
+    tree = {"head": git("rev-parse", "HEAD", top=qemu),
+            "branch": git("rev-parse", "--abbrev-ref", "HEAD", top=qemu),
+            "uncommitted_changes": bool(git("status", "--porcelain",
+                                            "--untracked-files=no", top=qemu))}
+    return {"qemu_work_tree": tree,
+            "qemu_work_tree_note": "build/qemu, whose build the run used: "
+            "its commits may differ from patches/ until make export",
+            "series_version": series_version(top),
             "series_commit": git("rev-parse", "HEAD", top=top),
             "series_commit_source": "git rev-parse HEAD when the run started"
             + ("; patches/ or base/ had uncommitted changes" if dirty else ""),

@@ -18,8 +18,10 @@ counted (pages and their headers); mapped-ram, the allocated bytes
 outside the RAM blocks' page regions (headers, bitmaps, devices), read
 from the file's own mapped-ram block headers.
 
-Writes bench/snapshot/results.md, results.json (every run) and
-results.png.
+Writes a new run folder (--out, by default
+bench/runs/DATE-VERSION-snapshot-MEMmib): results.md, results.json (every
+run, each case an object), results.png and manifest.json (series commit,
+sha256 of patches/, command, machine); then bench/runs/index.md.
 
     snapshot.py [--mem 1024] [--runs 3] [--modes plain,mapped-ram]
                 [--variants "no hints,upstream hints,our hints"]
@@ -43,7 +45,9 @@ from vm import (BUILD, MIGRATION_TIMEOUT, Guest, HarnessError,  # noqa: E402
                 hint_negotiated, log, probe_accel, wait_migration)
 
 sys.path.insert(0, HERE)
-from bench import STOP, machine, spread, stop_on_sigterm  # noqa: E402
+from bench import STOP, index, machine, spread, stop_on_sigterm  # noqa: E402
+from runs import (SNAPSHOT_KEYS, cases_json, machine_info, new_run_dir,  # noqa: E402
+                  provenance, write_manifest)
 
 MODES = {"plain": (), "mapped-ram": ("mapped-ram",)}
 WORKLOAD = "freed"
@@ -445,7 +449,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--variants", default=",".join(BENCH_VARIANTS))
-    ap.add_argument("--out", default=os.path.join(HERE, "snapshot"))
+    ap.add_argument("--out", help="the run's folder (default: a new one "
+                    "in bench/runs)")
     args = ap.parse_args()
     variants = [v.strip() for v in args.variants.split(",")]
     for v in variants:
@@ -463,6 +468,18 @@ def main():
     workdir = os.path.join(BUILD, "snapshot")
     os.makedirs(workdir, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = args.out or new_run_dir(f"snapshot-{args.mem}mib")
+    cmd = f"--mem {args.mem} --runs {args.runs} --modes {','.join(modes)}"
+    if variants != list(BENCH_VARIANTS):
+        cmd += f' --variants "{",".join(variants)}"'
+    if args.out:
+        cmd += f" --out {os.path.relpath(args.out, TOP)}"
+    log(f"[snapshot] results go to {os.path.relpath(out, os.getcwd())}")
+    write_manifest(out, tool="bench/snapshot.py", measured=started,
+                   status="running", **provenance(),
+                   command=f"make snapshot-bench SNAPSHOT_ARGS='{cmd}'",
+                   what=f"snapshot: {args.mem} MiB; {','.join(modes)}; "
+                   f"{args.runs} runs", machine=machine_info(), accel=accel)
     t_start = time.monotonic()
     total = args.runs * len(modes) * len(variants)
     results = {(m, v): [] for m in modes for v in variants}
@@ -502,9 +519,6 @@ def main():
                     r = {"error": f"failed: {str(e)[:60]}"}
                 results[(mode, variant)].append(r)
     minutes = (time.monotonic() - t_start) / 60
-    cmd = f"--mem {args.mem} --runs {args.runs} --modes {','.join(modes)}"
-    if variants != list(BENCH_VARIANTS):
-        cmd += f' --variants "{",".join(variants)}"'
     head = (f"Measured {started} on {machine()}; {accel.upper()}, 2 vCPUs; "
             f"{args.mem} MiB guest, workload {WORKLOAD} (keeps {KEEP_MIB} MiB, "
             f"wrote and freed {fill_mib(args.mem)} MiB); live `migrate` to a "
@@ -531,17 +545,20 @@ def main():
     if retried:
         md += ("\nThe source guest did not come up the first time, booted "
                f"once more (nothing measured yet): {'; '.join(retried)}.\n")
-    os.makedirs(args.out, exist_ok=True)
-    if plot(results, modes, variants, os.path.join(args.out, "results.png")):
+    os.makedirs(out, exist_ok=True)
+    if plot(results, modes, variants, os.path.join(out, "results.png")):
         md += "\n![file sizes](results.png)\n"
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(out, "results.md"), "w") as f:
         f.write(md)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"measured": started, "machine": machine(), "accel": accel,
                    "command": cmd, "mem_mib": args.mem, "workload": WORKLOAD,
                    "goal_ratio": GOAL_RATIO,
-                   "cases": {"|".join(k): v for k, v in results.items()}},
+                   "cases": cases_json(results, SNAPSHOT_KEYS)},
                   f, indent=1)
+    write_manifest(out, status="complete", minutes=round(minutes, 1),
+                   link_tcp_bits_per_s={})
+    index(out)
     print(md)
     failed = sum(1 for rows in results.values() for r in rows if "error" in r)
     return 1 if failed else 0
