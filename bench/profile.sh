@@ -10,7 +10,7 @@
 #                                     data pages and 32 MiB of zero pages sent
 # then reads the source QEMU's profiles with callgrind_annotate and prints
 # instructions per 4 MiB hinted against instructions per 4 MiB sent
-# (bench/profile.md explains the numbers).  The binaries are copied to
+# (docs/profiling.md explains the numbers).  The binaries are copied to
 # build/profile/bin first, so a rebuild during the run does not change them.
 #
 #   bench/profile.sh          profile, then print the summary

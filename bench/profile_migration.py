@@ -12,7 +12,7 @@ CPU seconds per second of migration), and perf's threads and symbols;
 with "busy", the guest's churn rate at rest and during the migration;
 and what a read of never-written memory costs this host (whether its
 kernel maps the zero page or allocates a page).
-bench/profile.md says what the numbers meant when they were taken.
+docs/profiling.md says what the numbers meant when they were taken.
 
     profile_migration.py [--variant "our hints"] [--workload freed]
                          [--mem 2048] [--out DIR]
