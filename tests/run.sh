@@ -21,20 +21,32 @@ if [ "$accel" != kvm ] && [ -e /dev/kvm ]; then
     hide_kvm=(unshare --mount sh -c 'mount --bind /dev/null /dev/kvm && exec "$@"' sh)
 fi
 
-run() {  # run NAME TIMEOUT COMMAND...: one test program, TAP or exit code
-    local name=$1 limit=$2 out rc
+# run NAME TIMEOUT COMMAND...: one test program, TAP or exit code.  Its
+# output goes to build/check-logs/NAME.log; the e2e harness puts each
+# QEMU's command line, output, guest console and last migration state
+# in build/check-logs/NAME/ (FPH_ARTIFACTS), kept only if the test fails.
+run() {
+    local name=$1 limit=$2 out art rc
     shift 2
     log "running $name"
     out=$BUILD/check-logs/$(echo "$name" | tr '/ ' '__').log
-    mkdir -p "$BUILD/check-logs"
+    art=${out%.log}
+    rm -rf "$art"
+    mkdir -p "$art"
     rc=0
-    timeout "$limit" "$@" > "$out" 2>&1 || rc=$?
+    FPH_ARTIFACTS=$art timeout "$limit" "$@" > "$out" 2>&1 || rc=$?
     grep -E '^(ok|not ok) ' "$out" | sed 's/^/    /' >&2 || true
     if [ "$rc" = 0 ]; then
         passed=$((passed + 1))
+        rm -rf "$art"
     else
         failed=$((failed + 1))
-        failures+=("$name (exit $rc; log: $out)")
+        if [ -n "$(ls -A "$art")" ]; then
+            failures+=("$name (exit $rc; log: $out; each QEMU's files: $art)")
+        else
+            rm -rf "$art"
+            failures+=("$name (exit $rc; log: $out)")
+        fi
         tail -n 20 "$out" | sed 's/^/    | /' >&2
     fi
 }

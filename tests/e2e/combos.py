@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import postcopy  # noqa: E402
 from scenario import KEEP_MIB, mem_free  # noqa: E402
-from vm import Guest, HarnessError, hint_negotiated, log, migrate, probe_accel  # noqa: E402
+from vm import (Guest, HarnessError, artifact_label, hint_negotiated,  # noqa: E402
+                log, migrate, probe_accel)
 
 BALLOON = "/machine/peripheral/balloon/virtio-backend"
 PAGE = 4096
@@ -224,12 +225,7 @@ class Case:
 
     def close(self):
         for g in self.guests:
-            try:
-                if g.proc.poll() is None:
-                    g.proc.kill()
-            except Exception:
-                pass
-            g.close()
+            g.kill()
         self.guests = []
 
 
@@ -915,6 +911,7 @@ def run_case(name, accel=None, mem=1024):
     """Run one case; return its row.  Never raises for the case's own
     failure: outcome says 'FAILED: ...', 'skipped: ...' or 'error: ...'."""
     accel = accel or probe_accel()
+    artifact_label(name)
     c = Case(name, accel, mem)
     log(f"[combos] {name} ...")
     try:

@@ -4,7 +4,10 @@ our device, real migrations over a loopback socket, memory verified on the
 destination by the guest itself."""
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -13,7 +16,8 @@ import chain  # noqa: E402
 import postcopy  # noqa: E402
 import soak  # noqa: E402
 from scenario import run_logged  # noqa: E402
-from vm import QEMU, Guest, hint_negotiated, log, probe_accel  # noqa: E402
+from vm import (QEMU, Guest, HarnessError, artifact_label,  # noqa: E402
+                hint_negotiated, log, probe_accel)
 
 MEM = 2048
 # The soak's balloon hint status after each kind of event, on the QEMU that
@@ -29,6 +33,39 @@ class FreePageHintE2E(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.accel = probe_accel()
+
+    def setUp(self):
+        artifact_label(self._testMethodName)
+
+    def test_broken_guest_shows_its_console(self):
+        """A guest whose init exits (the kernel panics, QEMU ends with
+        -no-reboot) fails boot() at once, not after its timeout, and the
+        message holds the guest's last console lines."""
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, "root", "bin"))
+            shutil.copy("/bin/busybox", os.path.join(d, "root", "bin"))
+            init = os.path.join(d, "root", "init")
+            with open(init, "w") as f:
+                f.write("#!/bin/busybox sh\n"
+                        "/bin/busybox echo 'broken init: exiting'\n"
+                        "exit 3\n")
+            os.chmod(init, 0o755)
+            initrd = os.path.join(d, "initrd")
+            subprocess.run("find . | cpio -o -H newc --quiet > ../initrd",
+                           shell=True, check=True, cwd=os.path.join(d, "root"))
+            g = Guest("ours", 256, False, accel=self.accel, name="broken",
+                      initrd=initrd)
+            try:
+                with self.assertRaises(HarnessError) as cm:
+                    g.boot()
+            finally:
+                g.close()
+        msg = str(cm.exception)
+        log(f"[e2e] the broken guest's failure: {msg}")
+        self.assertNotIn("did not answer", msg)
+        self.assertIn("broken init: exiting", msg)
+        self.assertIn("Kernel panic", msg)
+        self.assertIn("console.log", msg)
 
     def test_driver_negotiates_hinting(self):
         for hints in (False, True):

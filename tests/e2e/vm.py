@@ -6,7 +6,10 @@ from the prepared work tree; the guest's memagent answers on the serial
 console (guest/memagent.c).
 """
 
+import json
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -26,8 +29,23 @@ QEMU = {
     "debian": "/usr/bin/qemu-system-x86_64",
 }
 GUEST = os.path.join(BUILD, "guest")
-BOOT_TIMEOUT = 120
+# Booting to guest/init's first line takes about 5 s under TCG here; to
+# the agent's prompt, 1-2 s more.  The bounds are hang guards for a
+# loaded machine: a guest that panics or whose QEMU exits fails at once.
+BOOT_TIMEOUT = 120          # QEMU started -> @@INIT (the kernel ran init)
+INIT_TIMEOUT = 60           # @@INIT -> @@FEATURES -> @@READY
 MIGRATION_TIMEOUT = 600
+# Where each QEMU's logs go: $FPH_ARTIFACTS/<label>/<guest name>/ when set
+# (tests/run.sh sets it per test and keeps it when the test fails), else
+# the guest's own temporary folder.  Files: cmdline.txt, qemu.log (its
+# stdout and stderr), console.log (all the guest printed on its serial
+# port, whether or not we were reading), state.json (query-status and
+# query-migrate when it was closed).
+ARTIFACTS = os.environ.get("FPH_ARTIFACTS")
+_label = ["run"]
+# A console line that means the guest will never answer (a soft lockup
+# warning under a loaded host is not one: the guest goes on)
+FATAL = re.compile(r"Kernel panic")
 
 
 class HarnessError(Exception):
@@ -38,16 +56,38 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def artifact_label(label):
+    """Put the logs of the QEMUs started from now on under @label (a test
+    case's name) in $FPH_ARTIFACTS."""
+    _label[0] = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+
+
+def _artifact_dir(name, fallback):
+    if not ARTIFACTS:
+        return fallback
+    base = os.path.join(ARTIFACTS, _label[0], name)
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}.{n}"
+    os.makedirs(path)
+    return path
+
+
 class Console:
     """A guest's serial console (a connected unix socket): memagent's
     protocol, replies on lines "@@<reply>".  check: called while waiting,
     raises when the guest can no longer answer (its QEMU exited)."""
 
-    def __init__(self, sock, name, check=None):
+    def __init__(self, sock, name, check=None, report=None):
         self.sock = sock
         self.name = name
         self.check = check
+        self.report = report or (lambda: "")
         self.buf = b""
+
+    def fail(self, what):
+        raise HarnessError(f"guest ({self.name}) {what}{self.report()}")
 
     def sendall(self, data):
         self.sock.sendall(data)
@@ -61,21 +101,20 @@ class Console:
                 text = line.decode(errors="replace").strip()
                 i = text.find("@@")
                 if i < 0:
+                    if FATAL.search(text):
+                        self.fail(f"printed '{text}'")
                     continue
                 text = text[i + 2:]
                 if text.startswith("ERR"):
                     raise HarnessError(f"guest ({self.name}): {text}")
                 if text.startswith("EXIT"):
                     # guest/init: the agent died (the OOM killer, a crash)
-                    raise HarnessError(f"guest ({self.name}): its agent "
-                                       f"exited ({text}; the guest's console "
-                                       "says why, e.g. out of memory)")
+                    self.fail(f"agent exited ({text})")
                 if text.startswith(prefix):
                     return text[len(prefix):].strip()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise HarnessError(f"guest ({self.name}) did not answer "
-                                   f"'{prefix}' within {timeout} s")
+                self.fail(f"did not answer '{prefix}' within {timeout} s")
             if self.check:
                 self.check()
             self.sock.settimeout(min(left, 1.0))
@@ -84,7 +123,7 @@ class Console:
             except socket.timeout:
                 continue
             if not data:
-                raise HarnessError(f"guest ({self.name}) console closed")
+                self.fail("console closed")
             self.buf += data
 
     def agent(self, command, timeout=300):
@@ -102,20 +141,25 @@ class Guest:
 
     def __init__(self, qemu="ours", mem_mib=2048, hints=True, incoming=False,
                  accel="tcg", smp=2, name="src", extra=(), reboot=False,
-                 wrapper=(), cmdline=""):
+                 wrapper=(), cmdline="", initrd=None):
         """wrapper: a command prefix for QEMU, e.g. ("ip", "netns", "exec",
         NAME) to run it in another network namespace.  cmdline: more
-        options for the guest's kernel."""
+        options for the guest's kernel.  initrd: another initramfs than
+        the test guest's."""
         binary = QEMU[qemu]
         if not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is missing: run 'make build'"
                                + (" and 'make stock'" if qemu == "stock" else "")
                                + (" and 'make deps'" if qemu == "debian" else ""))
+        # Sockets in a short temporary folder (a unix socket's path is
+        # limited to 107 bytes), logs where the artifacts go
         self.dir = tempfile.mkdtemp(prefix=f"fph-{name}-")
+        self.art = _artifact_dir(name, self.dir)
         self.name = name
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
         self.serial_path = os.path.join(self.dir, "serial.sock")
-        self.log_path = os.path.join(self.dir, "qemu.log")
+        self.log_path = os.path.join(self.art, "qemu.log")
+        self.console_path = os.path.join(self.art, "console.log")
         balloon = "virtio-balloon-pci,id=balloon,iothread=io0"
         if hints:
             balloon += ",free-page-hint=on"
@@ -123,9 +167,10 @@ class Guest:
                 "-m", str(mem_mib), "-smp", str(smp),
                 "-nodefaults", "-display", "none",
                 "-kernel", os.path.join(GUEST, "vmlinuz"),
-                "-initrd", os.path.join(GUEST, "initrd.gz"),
+                "-initrd", initrd or os.path.join(GUEST, "initrd.gz"),
                 "-append", "console=ttyS0 quiet loglevel=1 panic=-1 " + cmdline,
-                "-chardev", f"socket,id=s0,path={self.serial_path},server=on,wait=off",
+                "-chardev", f"socket,id=s0,path={self.serial_path},server=on,"
+                f"wait=off,logfile={self.console_path},logappend=on",
                 "-serial", "chardev:s0",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-object", "iothread,id=io0",
@@ -134,11 +179,21 @@ class Guest:
             args.append("-no-reboot")  # a guest panic ends QEMU
         if incoming:
             args += ["-incoming", "defer"]
+        with open(os.path.join(self.art, "cmdline.txt"), "w") as f:
+            f.write(shlex.join(args) + "\n")
         self.logf = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=subprocess.STDOUT)
-        self.qmp = self._connect_qmp()
         self.serial = None
+        self.qmp = None
+        try:
+            # The console first: what the guest prints before we connect
+            # is in console.log only, and the agent's replies are lines
+            self._serial()
+            self.qmp = self._connect_qmp()
+        except BaseException:
+            self.kill()
+            raise
 
     def _wait_path(self, path, what):
         deadline = time.monotonic() + 30
@@ -161,6 +216,33 @@ class Guest:
         with open(self.log_path) as f:
             return f.read()[-2000:].strip() or "(no output)"
 
+    def console_tail(self, lines=15):
+        """The last lines the guest printed on its console."""
+        try:
+            with open(self.console_path, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.console_path) - 8192))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return []
+        out = [ln.strip() for ln in text.replace("\r", "\n").split("\n")]
+        return [ln for ln in out if ln][-lines:]
+
+    def report(self):
+        """What a person needs to see why this guest failed: the console's
+        last lines, QEMU's output, and where the files are."""
+        cons = "\n".join("    | " + ln for ln in self.console_tail())
+        if not self.logf.closed:
+            self.logf.flush()
+        try:
+            with open(self.log_path) as f:
+                out = f.read()[-1000:].strip()
+        except OSError:
+            out = ""
+        return (f"\n  console, last lines ({self.console_path}):\n"
+                f"{cons or '    (nothing printed)'}\n"
+                f"  QEMU's output ({self.log_path}): {out or '(none)'}\n"
+                f"  command line: {os.path.join(self.art, 'cmdline.txt')}")
+
     def cmd(self, name, **args):
         return self.qmp.cmd(name, **args)
 
@@ -171,21 +253,26 @@ class Guest:
             self._wait_path(self.serial_path, "its serial socket")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(self.serial_path)
-            self.serial = Console(sock, self.name, self._check_alive)
+            self.serial = Console(sock, self.name, self._check_alive,
+                                  self.report)
         return self.serial
 
     def _check_alive(self):
         if self.proc.poll() is not None:
-            raise HarnessError(f"QEMU ({self.name}) exited: {self.log_tail()}")
+            raise HarnessError(f"QEMU ({self.name}) exited (status "
+                               f"{self.proc.returncode}){self.report()}")
 
     def expect(self, prefix, timeout):
         """Wait for a console line starting with @@<prefix>; return its rest."""
         return self._serial().expect(prefix, timeout)
 
     def boot(self, timeout=BOOT_TIMEOUT):
-        """Wait until the guest is up; return its balloon feature bits."""
-        features = self.expect("FEATURES", timeout)
-        self.expect("READY", 30)
+        """Wait until the guest is up; return its balloon feature bits.
+        Fails at once if the kernel panics or QEMU exits, and names the
+        step the guest did not reach, with its console's last lines."""
+        self.expect("INIT", timeout)          # the kernel started init
+        features = self.expect("FEATURES", INIT_TIMEOUT)  # modules loaded
+        self.expect("READY", INIT_TIMEOUT)    # the agent runs
         return features
 
     def agent(self, command, timeout=300):
@@ -193,16 +280,40 @@ class Guest:
         return self._serial().agent(command, timeout)
 
     def attach_serial(self):
-        """After an incoming migration: talk to the guest through us."""
-        self.serial = None
+        """After an incoming migration or a reset: talk to the guest."""
         # The first byte written to a migrated guest's console is
         # sometimes lost (seen over the benchmark's 1g link): let that
         # be an empty line, which memagent ignores
         self._serial().sendall(b"\n")
 
+    def save_state(self):
+        """Write query-status and query-migrate to state.json, if QEMU
+        answers within a few seconds."""
+        state = {"exit-status": self.proc.poll()}
+        if self.qmp is not None and state["exit-status"] is None:
+            try:
+                self.qmp.settimeout(3)
+                for c in ("query-status", "query-migrate"):
+                    state[c] = self.qmp.cmd(c)
+            except Exception as e:  # a wedged or dead monitor: say so
+                state["error"] = f"{type(e).__name__}: {e}"
+        with open(os.path.join(self.art, "state.json"), "w") as f:
+            json.dump(state, f, indent=1)
+
+    def kill(self):
+        """End QEMU at once (its state saved first)."""
+        if self.proc.poll() is None:
+            try:
+                self.save_state()
+            finally:
+                self.proc.kill()
+                self.proc.wait()
+        self.close()
+
     def close(self):
         try:
             if self.proc.poll() is None:
+                self.save_state()
                 try:
                     self.qmp.cmd("quit")
                 except Exception:  # already going away
@@ -211,12 +322,13 @@ class Guest:
                     self.proc.wait(10)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
-                    self.proc.wait()
+            self.proc.wait()
         finally:
-            try:
-                self.qmp.close()
-            except Exception:
-                pass
+            if self.qmp is not None:
+                try:
+                    self.qmp.close()
+                except Exception:
+                    pass
             if self.serial:
                 self.serial.close()
             self.logf.close()
@@ -242,11 +354,10 @@ def probe_accel():
             g.boot(timeout=20)
             accel = "kvm"
         except HarnessError as e:
-            log(f"[accel] KVM does not run the guest here ({str(e)[:80]}); using TCG")
+            log(f"[accel] KVM does not run the guest here ({str(e).splitlines()[0]}); using TCG")
         finally:
             if g:
-                g.proc.kill()
-                g.close()
+                g.kill()
     with open(cache, "w") as f:
         f.write(accel + "\n")
     log(f"[accel] using {accel}")
