@@ -80,6 +80,7 @@ def machine_info():
 def provenance(top=TOP):
     """The series this tree holds now: commit, patches/ hash, version."""
     dirty = git("status", "--porcelain", "--", "patches", "base", top=top)
+    changed = git("status", "--porcelain", "--untracked-files=no", top=top)
     qemu = os.path.join(top, "build", "qemu")
     tree = {"head": git("rev-parse", "HEAD", top=qemu),
             "branch": git("rev-parse", "--abbrev-ref", "HEAD", top=qemu),
@@ -92,6 +93,7 @@ def provenance(top=TOP):
             "series_commit": git("rev-parse", "HEAD", top=top),
             "series_commit_source": "git rev-parse HEAD when the run started"
             + ("; patches/ or base/ had uncommitted changes" if dirty else ""),
+            "uncommitted_files": [line[3:] for line in (changed or "").splitlines()],
             "patches_sha256": patches_sha256(top),
             "patches_sha256_of": "patches/series and the patches it lists, "
             "in order (bench/runs.py patches_sha256)"}
