@@ -93,7 +93,8 @@ def provenance(top=TOP):
             "series_commit": git("rev-parse", "HEAD", top=top),
             "series_commit_source": "git rev-parse HEAD when the run started"
             + ("; patches/ or base/ had uncommitted changes" if dirty else ""),
-            "uncommitted_files": [line[3:] for line in (changed or "").splitlines()],
+            "uncommitted_files": [line.split(None, 1)[1] for line in
+                                  (changed or "").splitlines()],
             "patches_sha256": patches_sha256(top),
             "patches_sha256_of": "patches/series and the patches it lists, "
             "in order (bench/runs.py patches_sha256)"}
