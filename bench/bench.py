@@ -249,7 +249,7 @@ def merge(dirs, out):
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(md)
     plot(results, os.path.join(out, "results.png"))
-    write_manifest(out, tool="bench/bench.py --merge", **provenance(),
+    write_manifest(out, new=True, tool="bench/bench.py --merge", **provenance(),
                    measured=time.strftime("%Y-%m-%d %H:%M UTC (merged)",
                                           time.gmtime()),
                    what="merge of " + ", ".join(os.path.basename(os.path.normpath(d))
@@ -375,7 +375,7 @@ def main():
     out = args.out or default_out(links, sizes)
     cmd = command(args, variants)
     log(f"[bench] results go to {os.path.relpath(out, os.getcwd())}")
-    write_manifest(out, tool="bench/bench.py", measured=started,
+    write_manifest(out, new=True, tool="bench/bench.py", measured=started,
                    status="running", **provenance(),
                    command=f"make bench BENCH_ARGS='{cmd}'",
                    what=f"{args.sizes} MiB; {args.workloads}; {args.links}; "

@@ -111,11 +111,11 @@ def new_run_dir(what, top=TOP):
     return path
 
 
-def write_manifest(out, **fields):
-    """Write (or update) out/manifest.json."""
+def write_manifest(out, new=False, **fields):
+    """Write out/manifest.json: a new one, or update the one there."""
     path = os.path.join(out, "manifest.json")
     manifest = {}
-    if os.path.exists(path):
+    if os.path.exists(path) and not new:
         with open(path) as f:
             manifest = json.load(f)
     manifest.update(fields)

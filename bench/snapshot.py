@@ -475,7 +475,7 @@ def main():
     if args.out:
         cmd += f" --out {os.path.relpath(args.out, TOP)}"
     log(f"[snapshot] results go to {os.path.relpath(out, os.getcwd())}")
-    write_manifest(out, tool="bench/snapshot.py", measured=started,
+    write_manifest(out, new=True, tool="bench/snapshot.py", measured=started,
                    status="running", **provenance(),
                    command=f"make snapshot-bench SNAPSHOT_ARGS='{cmd}'",
                    what=f"snapshot: {args.mem} MiB; {','.join(modes)}; "
