@@ -3,6 +3,9 @@
 
 SHELL := /bin/bash
 PY := /usr/bin/python3
+# The Python harness is the package harness/; QMP comes from QEMU's own
+# python/qemu in the work tree (scripts/lib.sh says the same to the scripts)
+export PYTHONPATH := $(CURDIR):$(or $(BUILD),$(CURDIR)/build)/qemu/python$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help deps source prepare build stock guest demo check export bench \
         profile soak sanitize fuzz series-check libvirt-demo snapshot-bench \
@@ -67,7 +70,7 @@ profile: build guest
 
 # The full ping-pong soak with fault injection (a short one is in check)
 soak: build guest
-	@$(PY) tests/e2e/soak.py --faults $(SOAK_ARGS)
+	@$(PY) -m harness.soak --faults $(SOAK_ARGS)
 
 # The series again with ASAN, UBSAN and libFuzzer (build/qemu/build-san)
 sanitize: prepare
@@ -98,7 +101,7 @@ snapshot-bench: build stock guest
 # Free page hints with hugepages, virtio-mem, DIMMs, multifd, S3, ... (all
 # cases; make check runs the short ones)
 reliability: build guest
-	@$(PY) tests/e2e/combos.py $(RELIABILITY_ARGS)
+	@$(PY) -m harness.combos $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf build/guest build/qemu/build build/qemu/build-san build/qemu-stock/build

@@ -6,7 +6,7 @@ migrates it (max-bandwidth 100G, downtime-limit 2 s unless
 --downtime-limit says otherwise) over a link and has
 the guest verify its memory on the destination.  Links: "loopback", a unix
 socket at full speed; "1g" and "10g", TCP to a destination QEMU in another
-network namespace behind a veth pair shaped with tc tbf (bench/netns.py).
+network namespace behind a veth pair shaped with tc tbf (harness/netns.py).
 The busy guest's churn rate is measured at rest (--rest seconds) and
 during the migration.  Writes a new run folder (--out, by default
 bench/runs/DATE-VERSION-LINKS-SIZES): results.md (Markdown tables,
@@ -40,14 +40,14 @@ import statistics
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
-
-from netns import LINKS, Netns  # noqa: E402
-from runs import (cases_json, load_results, machine_info, new_run_dir,  # noqa: E402
+from harness.netns import LINKS, Netns
+from harness.scenario import run_logged
+from harness.variant import BENCH_VARIANTS, VARIANTS, lookup
+from harness.vm import HarnessError, log, probe_accel
+from runs import (cases_json, load_results, machine_info, new_run_dir,
                   provenance, write_index, write_manifest)
-from scenario import BENCH_VARIANTS, VARIANTS, run_logged  # noqa: E402
-from vm import HarnessError, log, probe_accel  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 LINK_TEXT = {"loopback": "loopback unix socket",
              "1g": "1 Gbit/s (veth, tc tbf)", "10g": "10 Gbit/s (veth, tc tbf)"}
@@ -309,7 +309,7 @@ def stop_on_sigterm(name):
     signal.signal(signal.SIGTERM, terminate)
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1024,2048,4096,8192")
@@ -336,21 +336,12 @@ def main():
     ap.add_argument("--replot", action="store_true",
                     help="only draw --out's results.png again from its "
                     "results.json")
-    args = ap.parse_args()
-    try:
-        import matplotlib  # noqa: F401  (the plot, after hours of runs)
-    except ImportError:
-        sys.exit("[bench] no matplotlib for this python: run 'make bench' "
-                 "(Debian's python3 with python3-matplotlib, 'make deps')")
-    if (args.merge or args.replot) and not args.out:
-        sys.exit("[bench] --merge and --replot need --out DIR (a run folder, "
-                 "e.g. bench/runs/2026-11-28-v4-matrix)")
-    if args.merge:
-        return merge(args.merge.split(","), args.out)
-    if args.replot:
-        _, results = load_results(os.path.join(args.out, "results.json"))
-        plot(results, os.path.join(args.out, "results.png"))
-        return 0
+    return ap.parse_args()
+
+
+def matrix(args):
+    """The run's variants, links, sizes and workloads (label, workload,
+    kernel options) from the options; exits on an unknown one."""
     variants = [v.strip() for v in args.variants.split(",")]
     for v in variants:
         if v not in VARIANTS:
@@ -359,8 +350,6 @@ def main():
     for li in links:
         if li not in LINKS:
             sys.exit(f"[bench] unknown link '{li}': one of {', '.join(LINKS)}")
-    stop_on_sigterm("bench")
-    accel = probe_accel()
     sizes = [int(s) for s in args.sizes.split(",")]
     # (label, workload, kernel options): init_on_alloc=1 is the default
     workloads = []
@@ -370,16 +359,28 @@ def main():
         for w in args.workloads.split(","):
             workloads.append((w if ioa == "1" else f"{w}, init_on_alloc=0",
                               w, "" if ioa == "1" else "init_on_alloc=0"))
+    return variants, links, sizes, workloads
+
+
+def one_case(args, link, variant, mem, workload, cmdline, accel, kw):
+    """One migration of the matrix over @link (run_case's options in @kw);
+    a failure becomes the row's error."""
+    try:
+        vkw = dict(kw)
+        if args.hint_wait is not None and lookup(variant).qemu == "ours":
+            vkw["params"] = {"free-page-hint-wait": args.hint_wait}
+        r = run_logged(variant, mem, workload, accel, cmdline=cmdline, **vkw)
+        r["link"] = link
+    except HarnessError as e:
+        log(f"[bench]   failed: {e}")
+        r = {"error": f"failed: {str(e)[:60]}"}
+    return r
+
+
+def run_matrix(args, variants, links, sizes, workloads, accel):
+    """Every case, args.runs times; return the results by (link, workload
+    label, size, variant) and each shaped link's measured rate."""
     results = {}
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    out = args.out or default_out(links, sizes)
-    cmd = command(args, variants)
-    log(f"[bench] results go to {os.path.relpath(out, os.getcwd())}")
-    write_manifest(out, new=True, tool="bench/bench.py", measured=started,
-                   status="running", **provenance(),
-                   command=f"make bench BENCH_ARGS='{cmd}'",
-                   what=f"{args.sizes} MiB; {args.workloads}; {args.links}; "
-                   f"{args.runs} run(s)", machine=machine_info(), accel=accel)
     total = len(links) * len(sizes) * len(workloads) * len(variants) * args.runs
     n = 0
     t_start = time.monotonic()
@@ -408,24 +409,18 @@ def main():
                                    if n > 1 else "")
                             log(f"[bench] {n}/{total} run {run + 1}, link "
                                 f"{link}{eta}")
-                            key = (link, label, mem, variant)
-                            try:
-                                vkw = dict(kw)
-                                if (args.hint_wait is not None and
-                                        VARIANTS[variant][0] == "ours"):
-                                    vkw["params"] = {"free-page-hint-wait":
-                                                     args.hint_wait}
-                                r = run_logged(variant, mem, workload, accel,
-                                               cmdline=cmdline, **vkw)
-                                r["link"] = link
-                            except HarnessError as e:
-                                log(f"[bench]   failed: {e}")
-                                r = {"error": f"failed: {str(e)[:60]}"}
-                            results.setdefault(key, []).append(r)
+                            r = one_case(args, link, variant, mem, workload,
+                                         cmdline, accel, kw)
+                            results.setdefault((link, label, mem, variant),
+                                               []).append(r)
     finally:
         if ns:
             ns.close()
-    minutes = (time.monotonic() - t_start) / 60
+    return results, measured
+
+
+def report(args, results, measured, links, started, accel, cmd, minutes):
+    """results.md's text."""
     link_text = "; ".join(
         LINK_TEXT[li] + (f", a TCP stream measured {measured[li] / 1e6:.0f} "
                          "Mbit/s" if li in measured else "") for li in links)
@@ -448,6 +443,50 @@ def main():
                "have done over that time at its rate at rest, less what it "
                "did (a migration that slows the guest as much for less "
                "time loses less):\n\n" + work + "\n")
+    return md
+
+
+def early_modes(args):
+    """--merge and --replot; None when neither is asked for."""
+    try:
+        import matplotlib  # noqa: F401  (the plot, after hours of runs)
+    except ImportError:
+        sys.exit("[bench] no matplotlib for this python: run 'make bench' "
+                 "(Debian's python3 with python3-matplotlib, 'make deps')")
+    if (args.merge or args.replot) and not args.out:
+        sys.exit("[bench] --merge and --replot need --out DIR (a run folder, "
+                 "e.g. bench/runs/2026-11-28-v4-matrix)")
+    if args.merge:
+        return merge(args.merge.split(","), args.out)
+    if args.replot:
+        _, results = load_results(os.path.join(args.out, "results.json"))
+        plot(results, os.path.join(args.out, "results.png"))
+        return 0
+    return None
+
+
+def main():
+    args = parse_args()
+    rc = early_modes(args)
+    if rc is not None:
+        return rc
+    variants, links, sizes, workloads = matrix(args)
+    stop_on_sigterm("bench")
+    accel = probe_accel()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = args.out or default_out(links, sizes)
+    cmd = command(args, variants)
+    log(f"[bench] results go to {os.path.relpath(out, os.getcwd())}")
+    write_manifest(out, new=True, tool="bench/bench.py", measured=started,
+                   status="running", **provenance(),
+                   command=f"make bench BENCH_ARGS='{cmd}'",
+                   what=f"{args.sizes} MiB; {args.workloads}; {args.links}; "
+                   f"{args.runs} run(s)", machine=machine_info(), accel=accel)
+    t_start = time.monotonic()
+    results, measured = run_matrix(args, variants, links, sizes, workloads,
+                                   accel)
+    minutes = (time.monotonic() - t_start) / 60
+    md = report(args, results, measured, links, started, accel, cmd, minutes)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(md)

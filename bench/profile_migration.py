@@ -28,11 +28,9 @@ import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
-
-from scenario import PAGE, VARIANTS, churn_work, lost_work, prepare_workload  # noqa: E402
-from vm import BUILD, Guest, HarnessError, log, migrate, probe_accel  # noqa: E402
+from harness.scenario import PAGE, churn_work, lost_work, prepare_workload
+from harness.variant import VARIANTS, lookup
+from harness.vm import BUILD, Guest, HarnessError, log, migrate, probe_accel
 
 REST_S = 3
 
@@ -125,13 +123,15 @@ def main():
     if not shutil.which("perf"):
         sys.exit("[profile] perf is missing: run 'make deps' (Debian's linux-perf)")
     os.makedirs(out, exist_ok=True)
-    qemu, hints = VARIANTS[args.variant]
+    v = lookup(args.variant)
+    qemu, hints = v.qemu, v.hints
     accel = probe_accel()
     named = ("-name", "debug-threads=on")
     src = dst = None
     perfs = []
     cpu = {}
     work = {}
+    rest_wall = None
     try:
         log(f"[profile] {args.variant}, {args.mem} MiB guest, "
             f"{args.workload}: booting")
@@ -175,6 +175,13 @@ def main():
         for g in (src, dst):
             if g:
                 g.close()
+    print_report(args, info, work, cpu, rest_wall, perfs, wall)
+    return 0
+
+
+def print_report(args, info, work, cpu, rest_wall, perfs, wall):
+    """What the migration did, the churn's work, CPU time by thread, and
+    perf's threads and symbols."""
     secs, resident = host_read_faults()
     print(f"host: reading 256 MiB of never-written anonymous memory took "
           f"{secs:.2f} s and made {resident} MiB resident")
@@ -212,7 +219,6 @@ def main():
         print(f"{side}: top symbols")
         for ln in perf_report(data, "comm,sym", 16):
             print("  " + ln.strip())
-    return 0
 
 
 if __name__ == "__main__":

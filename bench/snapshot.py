@@ -35,18 +35,14 @@ import struct
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(TOP, "tests", "e2e"))
-
-from scenario import (BENCH_VARIANTS, KEEP_MIB, PAGE, VARIANTS,  # noqa: E402
-                      fill_mib, mem_free, prepare_workload)
-from vm import (BUILD, MIGRATION_TIMEOUT, Guest, HarnessError,  # noqa: E402
-                hint_negotiated, log, probe_accel, wait_migration)
-
-sys.path.insert(0, HERE)
-from bench import STOP, index, machine, spread, stop_on_sigterm  # noqa: E402
-from runs import (SNAPSHOT_KEYS, cases_json, machine_info, new_run_dir,  # noqa: E402
+from bench import STOP, index, machine, spread, stop_on_sigterm
+from harness.common import TOP
+from harness.scenario import (KEEP_MIB, PAGE, fill_mib, mem_free,
+                              prepare_workload)
+from harness.variant import BENCH_VARIANTS, VARIANTS, lookup
+from harness.vm import (BUILD, MIGRATION_TIMEOUT, Guest, HarnessError,
+                        hint_negotiated, log, probe_accel, wait_migration)
+from runs import (SNAPSHOT_KEYS, cases_json, machine_info, new_run_dir,
                   provenance, write_manifest)
 
 MODES = {"plain": (), "mapped-ram": ("mapped-ram",)}
@@ -169,29 +165,66 @@ class BootError(HarnessError):
 
 def wait_restored(g, timeout=MIGRATION_TIMEOUT):
     """Until the restored guest runs (continue it if it stays paused)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def exited():
         if g.proc.poll() is not None:
             raise HarnessError("restore: QEMU exited while loading the file "
                                f"(a damaged or mismatched file?): {g.log_tail()}")
-        status = g.cmd("query-status")["status"]
-        if status == "running":
-            return
-        mig = g.cmd("query-migrate").get("status")
-        if mig == "failed":
-            raise HarnessError("restore: migrate-incoming failed: "
-                               f"{g.cmd('query-migrate').get('error-desc', '')}")
-        if mig == "completed" and status in ("paused", "prelaunch"):
-            g.cmd("cont")
+
+    wait_migration(g, timeout=timeout, what="restore: migrate-incoming",
+                   fail=("failed",), cancel=False, check=exited)
+    status = g.cmd("query-status")["status"]
+    if status in ("paused", "prelaunch"):
+        g.cmd("cont")
+    deadline = time.monotonic() + 30
+    while status != "running":
+        exited()
         if time.monotonic() > deadline:
-            raise HarnessError(f"restore: guest not running after {timeout} s "
-                               f"(status {status}, incoming {mig})")
+            raise HarnessError(f"restore: guest not running after the load "
+                               f"(status {status})")
         time.sleep(0.05)
+        status = g.cmd("query-status")["status"]
+
+
+def snapshot_to_file(src, mode, path):
+    """Migrate @src to the file @path while it runs; return the row's
+    figures of the file and of query-migrate."""
+    if os.path.exists(path):
+        os.unlink(path)
+    set_caps(src, MODES[mode])
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH,
+                                         "downtime-limit": DOWNTIME_MS})
+    t0 = time.monotonic()
+    src.cmd("migrate", uri="file:" + path)
+    info = wait_migration(src, what="snapshot: migration to the file")
+    wall = time.monotonic() - t0
+    apparent, allocated = file_sizes(path)
+    ram = info["ram"]
+    ram_bytes = (ram.get("precopy-bytes", 0) + ram.get("downtime-bytes", 0)
+                 + ram.get("postcopy-bytes", 0))
+    if mode == "mapped-ram":
+        ram_in_file, present = mapped_ram_contents(path)
+        size = allocated
+    else:
+        ram_in_file, present = ram_bytes, None
+        size = apparent
+    return {
+        "apparent": apparent, "allocated": allocated,
+        "size": size,               # what the goal compares
+        "ram_in_file": ram_in_file,  # of size: guest RAM pages
+        "device": size - ram_in_file,  # of size: the rest
+        "pages_present": present,    # mapped-ram: bits set in bitmaps
+        "total_ms": info["total-time"], "downtime_ms": info["downtime"],
+        "wall_s": wall,
+        "normal": ram["normal"], "zero": ram["duplicate"],
+        "ram_total": ram["total"], "ram_bytes": ram_bytes,
+        "free_page_hint": info.get("free-page-hint"),
+    }
 
 
 def snapshot_case(variant, mode, mem_mib, accel, path):
     """Boot, load, snapshot to path while running, restore, verify."""
-    qemu, hints = VARIANTS[variant]
+    v = lookup(variant)
+    qemu, hints = v.qemu, v.hints
     caps = MODES[mode]
     src = dst = None
     try:
@@ -208,29 +241,9 @@ def snapshot_case(variant, mode, mem_mib, accel, path):
         nonfree = mem_mib * MiB - mem_free(src)
 
         # The snapshot: migrate to the file while the guest runs
-        if os.path.exists(path):
-            os.unlink(path)
-        set_caps(src, caps)
-        src.cmd("migrate-set-parameters", **{"max-bandwidth": BANDWIDTH,
-                                             "downtime-limit": DOWNTIME_MS})
-        t0 = time.monotonic()
-        src.cmd("migrate", uri="file:" + path)
-        info = wait_migration(src, what="snapshot: migration to the file")
-        wall = time.monotonic() - t0
+        row = snapshot_to_file(src, mode, path)
         src.close()
         src = None
-        apparent, allocated = file_sizes(path)
-        ram = info["ram"]
-        ram_bytes = (ram.get("precopy-bytes", 0) + ram.get("downtime-bytes", 0)
-                     + ram.get("postcopy-bytes", 0))
-        if mode == "mapped-ram":
-            ram_in_file, present = mapped_ram_contents(path)
-            size = allocated
-        else:
-            ram_in_file, present = ram_bytes, None
-            size = apparent
-        device = size - ram_in_file
-
         # The restore: a new QEMU loads the file, the guest continues
         dst = Guest(qemu, mem_mib, hints, incoming=True, accel=accel,
                     name="snap-dst")
@@ -244,17 +257,7 @@ def snapshot_case(variant, mode, mem_mib, accel, path):
         return {
             "variant": variant, "mode": mode, "mem_mib": mem_mib,
             "workload": WORKLOAD, "fill_mib": fill_mib(mem_mib),
-            "nonfree": nonfree,
-            "apparent": apparent, "allocated": allocated,
-            "size": size,               # what the goal compares
-            "ram_in_file": ram_in_file,  # of size: guest RAM pages
-            "device": device,            # of size: the rest
-            "pages_present": present,    # mapped-ram: bits set in bitmaps
-            "total_ms": info["total-time"], "downtime_ms": info["downtime"],
-            "wall_s": wall, "restore_s": restore_s,
-            "normal": ram["normal"], "zero": ram["duplicate"],
-            "ram_total": ram["total"], "ram_bytes": ram_bytes,
-            "free_page_hint": info.get("free-page-hint"),
+            "nonfree": nonfree, **row, "restore_s": restore_s,
             "verified_pages": int(verify["pages"]),
             "mismatches": int(verify["mismatches"]),
         }
@@ -442,7 +445,7 @@ def plot(results, modes, variants, path):
     return True
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mem", type=int, default=1024, help="guest MiB")
@@ -452,35 +455,51 @@ def main():
     ap.add_argument("--out", help="the run's folder (default: a new one "
                     "in bench/runs)")
     args = ap.parse_args()
-    variants = [v.strip() for v in args.variants.split(",")]
-    for v in variants:
+    args.variant_list = [v.strip() for v in args.variants.split(",")]
+    for v in args.variant_list:
         if v not in VARIANTS:
             sys.exit(f"[snapshot] unknown variant '{v}': one of "
                      f"{', '.join(VARIANTS)}")
-    modes = [m.strip() for m in args.modes.split(",")]
-    for m in modes:
+    args.mode_list = [m.strip() for m in args.modes.split(",")]
+    for m in args.mode_list:
         if m not in MODES:
             sys.exit(f"[snapshot] unknown mode '{m}': one of {', '.join(MODES)}")
     if args.mem < KEEP_MIB + 256:
         sys.exit(f"[snapshot] --mem {args.mem}: at least {KEEP_MIB + 256} MiB")
-    stop_on_sigterm("snapshot")
-    accel = probe_accel()
+    return args
+
+
+def one_case(variant, mode, mem, accel, path):
+    """One snapshot and restore (a guest that did not boot gets a second
+    try); a failure becomes the row's error."""
+    try:
+        try:
+            r = snapshot_case(variant, mode, mem, accel, path)
+        except BootError as e:
+            # A guest that does not come up (seen once in 60 boots here,
+            # under load) says nothing about snapshots: once more, and say
+            # so in the results
+            log(f"[snapshot]   {e}; booting once more")
+            r = snapshot_case(variant, mode, mem, accel, path)
+            r["boot_retried"] = str(e)[:120]
+        log(f"[snapshot]   file {r['apparent'] / MiB:.0f} MiB "
+            f"({r['allocated'] / MiB:.0f} MiB allocated), non-free "
+            f"{r['nonfree'] / MiB:.0f} MiB, {r['total_ms']} ms, "
+            f"restored in {r['restore_s']:.1f} s, "
+            f"{r['mismatches']} mismatches")
+        if r["mismatches"]:
+            r["error"] = f"{r['mismatches']} mismatches after the restore"
+    except HarnessError as e:
+        log(f"[snapshot]   failed: {e}")
+        r = {"error": f"failed: {str(e)[:60]}"}
+    return r
+
+
+def run_all(args, accel):
+    """Every case, args.runs times; the results by (mode, variant)."""
+    modes, variants = args.mode_list, args.variant_list
     workdir = os.path.join(BUILD, "snapshot")
     os.makedirs(workdir, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    out = args.out or new_run_dir(f"snapshot-{args.mem}mib")
-    cmd = f"--mem {args.mem} --runs {args.runs} --modes {','.join(modes)}"
-    if variants != list(BENCH_VARIANTS):
-        cmd += f' --variants "{",".join(variants)}"'
-    if args.out:
-        cmd += f" --out {os.path.relpath(args.out, TOP)}"
-    log(f"[snapshot] results go to {os.path.relpath(out, os.getcwd())}")
-    write_manifest(out, new=True, tool="bench/snapshot.py", measured=started,
-                   status="running", **provenance(),
-                   command=f"make snapshot-bench SNAPSHOT_ARGS='{cmd}'",
-                   what=f"snapshot: {args.mem} MiB; {','.join(modes)}; "
-                   f"{args.runs} runs", machine=machine_info(), accel=accel)
-    t_start = time.monotonic()
     total = args.runs * len(modes) * len(variants)
     results = {(m, v): [] for m in modes for v in variants}
     n = 0
@@ -496,29 +515,13 @@ def main():
                 path = os.path.join(workdir, f"{slug}-{mode}-{os.getpid()}.img")
                 log(f"[snapshot] {n}/{total} run {run + 1}: {variant}, {mode}, "
                     f"{args.mem} MiB guest, {WORKLOAD} ...")
-                try:
-                    try:
-                        r = snapshot_case(variant, mode, args.mem, accel, path)
-                    except BootError as e:
-                        # A guest that does not come up (seen once in 60
-                        # boots here, under load) says nothing about
-                        # snapshots: once more, and say so in the results
-                        log(f"[snapshot]   {e}; booting once more")
-                        r = snapshot_case(variant, mode, args.mem, accel, path)
-                        r["boot_retried"] = str(e)[:120]
-                    log(f"[snapshot]   file {r['apparent'] / MiB:.0f} MiB "
-                        f"({r['allocated'] / MiB:.0f} MiB allocated), non-free "
-                        f"{r['nonfree'] / MiB:.0f} MiB, {r['total_ms']} ms, "
-                        f"restored in {r['restore_s']:.1f} s, "
-                        f"{r['mismatches']} mismatches")
-                    if r["mismatches"]:
-                        r["error"] = (f"{r['mismatches']} mismatches after "
-                                      "the restore")
-                except HarnessError as e:
-                    log(f"[snapshot]   failed: {e}")
-                    r = {"error": f"failed: {str(e)[:60]}"}
-                results[(mode, variant)].append(r)
-    minutes = (time.monotonic() - t_start) / 60
+                results[(mode, variant)].append(
+                    one_case(variant, mode, args.mem, accel, path))
+    return results
+
+
+def report(args, results, started, accel, cmd, minutes):
+    """results.md's text, but the plot."""
     head = (f"Measured {started} on {machine()}; {accel.upper()}, 2 vCPUs; "
             f"{args.mem} MiB guest, workload {WORKLOAD} (keeps {KEEP_MIB} MiB, "
             f"wrote and freed {fill_mib(args.mem)} MiB); live `migrate` to a "
@@ -539,12 +542,38 @@ def main():
     md = (head + "\n" + summarize(results, args.runs) + "\n\n" + notes
           + "\nWhich pages went (query-migrate on the source; the "
           "free-page-hint member is our QEMU's):\n\n"
-          + pages_table(results) + "\n\n" + verdict(results, modes) + "\n")
+          + pages_table(results) + "\n\n" + verdict(results, args.mode_list)
+          + "\n")
     retried = [f"run {i + 1} {v}, {m}" for (m, v), rows in results.items()
                for i, r in enumerate(rows) if r.get("boot_retried")]
     if retried:
         md += ("\nThe source guest did not come up the first time, booted "
                f"once more (nothing measured yet): {'; '.join(retried)}.\n")
+    return md
+
+
+def main():
+    args = parse_args()
+    modes, variants = args.mode_list, args.variant_list
+    stop_on_sigterm("snapshot")
+    accel = probe_accel()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out = args.out or new_run_dir(f"snapshot-{args.mem}mib")
+    cmd = f"--mem {args.mem} --runs {args.runs} --modes {','.join(modes)}"
+    if variants != list(BENCH_VARIANTS):
+        cmd += f' --variants "{",".join(variants)}"'
+    if args.out:
+        cmd += f" --out {os.path.relpath(args.out, TOP)}"
+    log(f"[snapshot] results go to {os.path.relpath(out, os.getcwd())}")
+    write_manifest(out, new=True, tool="bench/snapshot.py", measured=started,
+                   status="running", **provenance(),
+                   command=f"make snapshot-bench SNAPSHOT_ARGS='{cmd}'",
+                   what=f"snapshot: {args.mem} MiB; {','.join(modes)}; "
+                   f"{args.runs} runs", machine=machine_info(), accel=accel)
+    t_start = time.monotonic()
+    results = run_all(args, accel)
+    minutes = (time.monotonic() - t_start) / 60
+    md = report(args, results, started, accel, cmd, minutes)
     os.makedirs(out, exist_ok=True)
     if plot(results, modes, variants, os.path.join(out, "results.png")):
         md += "\n![file sizes](results.png)\n"
@@ -562,7 +591,6 @@ def main():
     print(md)
     failed = sum(1 for rows in results.values() for r in rows if "error" in r)
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 """Where a migration's downtime goes: one guest, traced, run after run.
 
 Boots the test guest, brings it into a workload's state (the benchmark's
-idle, freed or busy), and migrates it over a link (bench/netns.py) with
+idle, freed or busy), and migrates it over a link (harness/netns.py) with
 QEMU's trace events for the dirty bitmap syncs, the pending sizes and the
 downtime's checkpoints.  Prints, per run: total time and downtime, the
 time the last stage took to save RAM, the dirty pages each sync found
@@ -14,7 +14,7 @@ over 10g was traced to the destination reading zero pages (see README).
     trace_downtime.py [--variant "our hints"] [--mem 2048]
                       [--workload idle] [--link 10g] [--runs 3]
 
-BUILD=DIR (see tests/e2e/vm.py) runs the QEMUs of another build tree,
+BUILD=DIR (see harness/common.py) runs the QEMUs of another build tree,
 e.g. a second worktree of the series, for a before/after comparison.
 """
 
@@ -25,12 +25,10 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
-
-from netns import LINKS, Netns  # noqa: E402
-from scenario import VARIANTS, prepare_workload  # noqa: E402
-from vm import Guest, log, migrate, probe_accel  # noqa: E402
+from harness.netns import LINKS, Netns
+from harness.scenario import prepare_workload
+from harness.variant import VARIANTS, lookup
+from harness.vm import Guest, log, migrate, probe_accel
 
 TRACES = ("migration_bitmap_sync_end", "vmstate_downtime_checkpoint",
           "vmstate_downtime_save", "migrate_pending_exact",
@@ -48,7 +46,8 @@ def proc_figures(pid):
 
 
 def one_run(args, accel, ns, trace):
-    qemu, hints = VARIANTS[args.variant]
+    v = lookup(args.variant)
+    qemu, hints = v.qemu, v.hints
     extra = sum((("-trace", t) for t in TRACES), ())
     extra += ("-trace", f"file={trace}", "-msg", "timestamp=on")
     src = dst = None

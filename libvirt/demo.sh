@@ -2,11 +2,11 @@
 # make libvirt-demo: free page hints through libvirt, as an operator gets
 # them.  Two private libvirt daemons on this machine, virsh migrate --live
 # of the test guest between them, a live snapshot with hints on and off,
-# and the errors operators meet.  See libvirt/demo.py for the options
+# and the errors operators meet.  See harness/libvirt_demo.py for the options
 # (--short, --mem MIB, --json FILE, --keep, print-xml).
 #
 # Everything it starts lives under one run directory; whatever happens
-# (an error, Ctrl-C, a kill of demo.py), the trap below ends the daemons
+# (an error, Ctrl-C, a kill of the demo), the trap below ends the daemons
 # and QEMUs whose pid files are there and removes the directory.
 STEP=libvirt-demo
 # shellcheck source=../scripts/lib.sh
@@ -55,5 +55,5 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-/usr/bin/python3 "$TOP/libvirt/demo.py" --rundir "$rundir" "$@" ||
+/usr/bin/python3 -m harness.libvirt_demo --rundir "$rundir" "$@" ||
     die "the libvirt demo failed" "see the [libvirt] ERROR above; logs are kept with --keep"

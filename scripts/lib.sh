@@ -12,6 +12,10 @@ OBJ=$BUILD/obj                       # our build
 OBJ_STOCK=$BUILD/obj-stock           # stock (upstream + Debian) build
 STOCK_WT=$BUILD/qemu-stock           # git worktree at the upstream commit
 export TOP BUILD QEMU_VERSION SRC_UNPACKED WT OBJ OBJ_STOCK STOCK_WT
+# The Python harness is the package harness/ at the top; QMP comes from
+# QEMU's own python/qemu in the work tree
+PYTHONPATH=$TOP:$WT/python${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH
 
 STEP=${STEP:-$(basename "$0" .sh)}
 

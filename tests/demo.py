@@ -7,13 +7,10 @@ free page hints off and on, and print what it cost.
 
 import argparse
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e"))
-
-from scenario import run_logged, table  # noqa: E402
-from vm import HarnessError, log, probe_accel  # noqa: E402
+from harness.scenario import run_logged
+from harness.vm import HarnessError, log, probe_accel
 
 
 def pages_table(rows, title):

@@ -13,8 +13,9 @@ failed=0
 failures=()
 
 # The guests of QEMU's migration-test try KVM first; where KVM does not
-# really run a guest (see tests/e2e/vm.py), hide /dev/kvm from them.
-accel=$(cd "$TOP/tests/e2e" && $PY -c 'import vm; print(vm.probe_accel())') ||
+# really run a guest (see harness/vm.py), hide /dev/kvm from them.  The
+# harness comes through PYTHONPATH (scripts/lib.sh).
+accel=$($PY -c 'from harness import vm; print(vm.probe_accel())') ||
     die "the accelerator probe failed" "see the message above"
 hide_kvm=()
 if [ "$accel" != kvm ] && [ -e /dev/kvm ]; then

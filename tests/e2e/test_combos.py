@@ -1,19 +1,16 @@
 #!/usr/bin/python3
 """Free page hints combined with other memory and migration features: the
-cases of tests/e2e/combos.py that take under about 2 minutes each (the
+cases of harness/combos/ that take under about 2 minutes each (the
 other, auto-converge, runs in `make reliability`).  Every case has
 the Debian guest verify its memory on the destination, and checks its
 own point (hugetlbfs really backs the RAM, the DIMM is online, ...)."""
 
-import os
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import combos  # noqa: E402
-from scenario import KEEP_MIB  # noqa: E402
-from vm import probe_accel  # noqa: E402
+from harness import combos
+from harness.scenario import KEEP_MIB
+from harness.vm import probe_accel
 
 KEEP_PAGES = KEEP_MIB * 256
 

@@ -6,18 +6,15 @@ destination by the guest itself."""
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import chain  # noqa: E402
-import postcopy  # noqa: E402
-import soak  # noqa: E402
-from scenario import run_logged  # noqa: E402
-from vm import (QEMU, Guest, HarnessError, artifact_label,  # noqa: E402
-                hint_negotiated, log, probe_accel)
+from harness import chain
+from harness import postcopy
+from harness import soak
+from harness.scenario import run_logged
+from harness.vm import (QEMU, Guest, HarnessError, artifact_label,
+                        hint_negotiated, log, probe_accel)
 
 MEM = 2048
 # The soak's balloon hint status after each kind of event, on the QEMU that

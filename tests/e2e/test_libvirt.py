@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Free page hints through libvirt (libvirt/demo.py --short): what an
+"""Free page hints through libvirt (harness/libvirt_demo.py --short): what an
 operator relies on.  Two private libvirt daemons, virsh migrate --live of
 a 1 GiB guest that wrote and freed 512 MiB, live snapshots hints on and
 off, the hints-on snapshot restored, free-page-hint without an iothread.
@@ -7,13 +7,9 @@ About 2 minutes under TCG; needs root and make deps' libvirt."""
 
 import os
 import re
-import sys
 import unittest
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(TOP, "libvirt"))
-
-import demo  # noqa: E402
+from harness import libvirt_demo as demo
 
 UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 KEPT_PAGES = demo.KEEP_MIB * 256

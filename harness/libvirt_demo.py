@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Free page hints through libvirt, as an operator gets them.
 
-Two private libvirt daemons on this machine (see lvharness.py), the test
+Two private libvirt daemons on this machine (see harness/libvirt.py), the test
 guest as a domain whose balloon has free-page-hint=on and an iothread
 (<qemu:override>, see domain.xml.in), then:
 
@@ -33,12 +33,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from lvharness import (QEMU, Console, Daemon, HarnessError,  # noqa: E402
-                       domain_xml, make_rundir, need_libvirt,
-                       remove_rundir)
-from vm import hint_negotiated  # noqa: E402
+from harness.libvirt import (QEMU, Console, Daemon, HarnessError,
+                               domain_xml, make_rundir, need_libvirt,
+                               remove_rundir)
+from harness.vm import hint_negotiated
 
 DOM = "fph-demo"
 KEEP_MIB = 64
@@ -126,20 +124,9 @@ def parse_jobinfo(text):
     return info
 
 
-def migrate(src, dst, rundir, mem):
-    """virsh migrate --live of a loaded guest with hints on; verify."""
-    con, features = start(src, rundir, DOM, mem)
-    r = {"negotiated": hint_negotiated(features), "features": features}
-    if not r["negotiated"]:
-        raise HarnessError(f"the guest's virtio_balloon did not negotiate free page "
-                           f"hinting (features {features})")
-    r["balloon"] = balloon_state(src, DOM)
-    if r["balloon"]["free-page-hint"] is not True:
-        raise HarnessError("libvirt did not pass free-page-hint=on to QEMU: "
-                           "check the <qemu:override> block (alias balloon0)")
-    load(con, mem)
-    con.close()
-    # The destination's XML: the same domain with a console socket of its own
+def dst_domain_xml(src, rundir):
+    """The destination's XML: the same domain with a console socket of its
+    own; return that socket's path and the XML file's."""
     xml = src.virsh("dumpxml", "--migratable", DOM)
     dst_serial = os.path.join(rundir, f"dst-{DOM}.sock")
     xml = re.sub(r"(<serial type='unix'>\s*<source mode='bind' path=')[^']*",
@@ -147,8 +134,13 @@ def migrate(src, dst, rundir, mem):
     dst_xml = os.path.join(rundir, f"{DOM}-dst.xml")
     with open(dst_xml, "w") as f:
         f.write(xml)
-    src.virsh("migrate-setmaxdowntime", DOM, "2000")
-    show(f"virsh -c {src.name} migrate-setmaxdowntime {DOM} 2000")
+    return dst_serial, dst_xml
+
+
+def virsh_migrate(src, dst, dst_xml):
+    """virsh migrate --live, polling the source's query-migrate meanwhile;
+    return the ended virsh process, its output and the last query-migrate
+    answer that had a free-page-hint member (None if none had)."""
     cmd = ["migrate", "--live", "--verbose", DOM, dst.uri,
            "--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1",
            "--xml", dst_xml]
@@ -168,7 +160,27 @@ def migrate(src, dst, rundir, mem):
             proc.kill()
             raise HarnessError("virsh migrate did not end within 900 s")
         time.sleep(POLL_S)
-    out = proc.stdout.read()
+    return proc, proc.stdout.read(), last
+
+
+def migrate(src, dst, rundir, mem):
+    """virsh migrate --live of a loaded guest with hints on; verify."""
+    con, features = start(src, rundir, DOM, mem)
+    r = {"negotiated": hint_negotiated(features), "features": features}
+    if not r["negotiated"]:
+        raise HarnessError(f"the guest's virtio_balloon did not negotiate free page "
+                           f"hinting (features {features})")
+    r["balloon"] = balloon_state(src, DOM)
+    if r["balloon"]["free-page-hint"] is not True:
+        raise HarnessError("libvirt did not pass free-page-hint=on to QEMU: "
+                           "check the <qemu:override> block (alias balloon0)")
+    load(con, mem)
+    con.close()
+    dst_serial, dst_xml = dst_domain_xml(src, rundir)
+    src.virsh("migrate-setmaxdowntime", DOM, "2000")
+    show(f"virsh -c {src.name} migrate-setmaxdowntime {DOM} 2000")
+    t0 = time.monotonic()
+    proc, out, last = virsh_migrate(src, dst, dst_xml)
     r["wall_s"] = time.monotonic() - t0
     show(f"virsh -c {src.name} migrate --live --verbose {DOM} {dst.name} "
          f"--migrateuri tcp://127.0.0.1 --listen-address 127.0.0.1 --xml {DOM}-dst.xml",

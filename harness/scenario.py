@@ -3,21 +3,11 @@
 import re
 import time
 
-from vm import Guest, HarnessError, hint_negotiated, log, migrate
+from harness.variant import lookup
+from harness.vm import Guest, HarnessError, hint_negotiated, log, migrate
 
 PAGE = 4096
 KEEP_MIB = 64          # checksummed memory the guest keeps and verifies
-
-# Which QEMU, and whether the balloon offers free page hints
-VARIANTS = {
-    "no hints": ("ours", False),
-    "upstream hints": ("stock", True),
-    "our hints": ("ours", True),
-    # Only for the compatibility tests
-    "debian no hints": ("debian", False),
-    "debian hints": ("debian", True),
-}
-BENCH_VARIANTS = ("no hints", "upstream hints", "our hints")
 
 
 def fill_mib(mem_mib):
@@ -41,12 +31,13 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
     """Boot, load, migrate, verify on the destination; return a result row.
     dst_qemu: another QEMU for the destination ("ours" or "stock").
     dst_wrapper, uri: a command prefix for the destination QEMU and the
-    migration URI (bench/netns.py: another network namespace, over TCP).
+    migration URI (harness/netns.py: another network namespace, over TCP).
     rest_s: with the busy workload, measure the guest's churn rate over
     rest_s seconds before the migration and compare it with its rate
     during the migration.  cmdline: more options for the guest's kernel
     (e.g. init_on_alloc=0)."""
-    qemu, hints = VARIANTS[variant]
+    v = lookup(variant)
+    qemu, hints, variant = v.qemu, v.hints, v.label
     src = dst = None
     try:
         src = Guest(qemu, mem_mib, hints, accel=accel, name="src",
@@ -72,7 +63,6 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
         t0 = time.monotonic()
         info = migrate(src, dst, bandwidth, downtime_ms, caps, params, uri=uri)
         wall = time.monotonic() - t0
-        ram = info["ram"]
         dst.attach_serial()
         churn = {}
         if workload == "busy":
@@ -81,34 +71,42 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
                 work["migration"] = (w2 - w1, t2 - t1)
             churn = dst.agent("churnstop", timeout=120)
         verify = dst.agent("verify", timeout=300)
-        sent_pages = ram["normal"] + ram["duplicate"]
         return {
             "variant": variant, "mem_mib": mem_mib, "workload": workload,
             "cmdline": cmdline, "nonfree": nonfree,
-            "negotiated": negotiated,
-            "total_ms": info["total-time"], "downtime_ms": info["downtime"],
-            "wall_s": wall,
-            "transferred": ram["transferred"],
-            "normal": ram["normal"], "zero": ram["duplicate"],
-            "not_sent": max(ram["total"] // PAGE - sent_pages, 0),
-            # Pages sent more than once: at least this many
-            "revisits": max(sent_pages - ram["total"] // PAGE, 0),
-            "verified_pages": int(verify["pages"]),
-            "mismatches": int(verify["mismatches"])
-            + int(churn.get("mismatches", 0)),
-            "churn_rounds": int(churn.get("rounds", 0)),
-            "mbps": ram.get("mbps"),
-            # MiB the churn wrote and checked per second, at rest and from
-            # just before the migration until the destination answered
-            **{f"churn_mib_s_{k}": pages * PAGE / (1 << 20) / secs
-               for k, (pages, secs) in work.items()},
-            **({"churn_mib_lost": lost_work(work)} if len(work) == 2 else {}),
-            "free_page_hint": info.get("free-page-hint"),
+            "negotiated": negotiated, "wall_s": wall,
+            **result_row(info, verify, churn, work),
         }
     finally:
         for g in (src, dst):
             if g:
                 g.close()
+
+
+def result_row(info, verify, churn, work):
+    """A result row's figures: query-migrate's @info, the guest's verify
+    and churnstop replies, the churn's @work at rest and meanwhile."""
+    ram = info["ram"]
+    sent_pages = ram["normal"] + ram["duplicate"]
+    return {
+        "total_ms": info["total-time"], "downtime_ms": info["downtime"],
+        "transferred": ram["transferred"],
+        "normal": ram["normal"], "zero": ram["duplicate"],
+        "not_sent": max(ram["total"] // PAGE - sent_pages, 0),
+        # Pages sent more than once: at least this many
+        "revisits": max(sent_pages - ram["total"] // PAGE, 0),
+        "verified_pages": int(verify["pages"]),
+        "mismatches": int(verify["mismatches"])
+        + int(churn.get("mismatches", 0)),
+        "churn_rounds": int(churn.get("rounds", 0)),
+        "mbps": ram.get("mbps"),
+        # MiB the churn wrote and checked per second, at rest and from
+        # just before the migration until the destination answered
+        **{f"churn_mib_s_{k}": pages * PAGE / (1 << 20) / secs
+           for k, (pages, secs) in work.items()},
+        **({"churn_mib_lost": lost_work(work)} if len(work) == 2 else {}),
+        "free_page_hint": info.get("free-page-hint"),
+    }
 
 
 def lost_work(work):

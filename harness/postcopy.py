@@ -15,10 +15,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from scenario import KEEP_MIB, mib  # noqa: E402
-from vm import Guest, HarnessError, hint_negotiated, log, probe_accel  # noqa: E402
+from harness.scenario import KEEP_MIB, mib
+from harness.vm import Guest, HarnessError, hint_negotiated, log, probe_accel
+from harness.waits import wait_migration
 
 PRECOPY_BANDWIDTH = 64 << 20     # slow enough to switch in the middle
 POSTCOPY_BANDWIDTH = 16 << 20    # postcopy lasts several seconds
@@ -33,18 +32,9 @@ INIT_ON_ALLOC_OFF = "init_on_alloc=0"
 
 
 def wait_status(g, want, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        info = g.cmd("query-migrate")
-        if info.get("status") in want:
-            return info
-        if info.get("status") in ("failed", "cancelled"):
-            raise HarnessError(f"migration ({g.name}) {info['status']}: "
-                               f"{info.get('error-desc', '')}")
-        if time.monotonic() > deadline:
-            raise HarnessError(f"migration ({g.name}) is '{info.get('status')}',"
-                               f" not {'/'.join(want)}, after {timeout} s")
-        time.sleep(0.05)
+    """query-migrate on @g until its status is in @want (no cancel)."""
+    return wait_migration(g, timeout, f"migration ({g.name})", want=want,
+                          cancel=False)
 
 
 def wait_hinted(src, timeout):
@@ -78,6 +68,56 @@ def recover_oob(dst, uri, timeout=60):
         time.sleep(0.05)
 
 
+def switch(src, dst, hints):
+    """Start a postcopy migration of @src to @dst and switch to postcopy
+    once the hints are in; return query-migrate's free-page-hint member at
+    the switch and the seconds from the start until @dst ran the guest."""
+    uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
+    caps = [{"capability": "postcopy-ram", "state": True}]
+    for g in (src, dst):
+        g.cmd("migrate-set-capabilities", capabilities=caps)
+    src.cmd("migrate-set-parameters", **{
+        "max-bandwidth": PRECOPY_BANDWIDTH,
+        "max-postcopy-bandwidth": POSTCOPY_BANDWIDTH})
+    dst.cmd("migrate-incoming", uri=uri)
+    t0 = time.monotonic()
+    src.cmd("migrate", uri=uri)
+    # Switch once hints are in (or after a second of precopy without
+    # hints): the guest's hints arrive on the balloon's iothread while
+    # the migration thread sends, so only waiting for them makes the
+    # order of the two certain
+    if hints:
+        at_switch = wait_hinted(src, HINT_TIMEOUT)
+    else:
+        time.sleep(1)
+        at_switch = wait_status(src, ("active",)).get("free-page-hint")
+    src.cmd("migrate-start-postcopy")
+    wait_status(src, ("postcopy-active",))
+    # The destination runs the guest once it has loaded the devices
+    deadline = time.monotonic() + 60
+    while not dst.cmd("query-status")["running"]:
+        if time.monotonic() > deadline:
+            raise HarnessError("the destination did not start the guest")
+        time.sleep(0.02)
+    switched = time.monotonic() - t0
+    log(f"[postcopy] switched after {switched:.1f} s, hints then: "
+        f"{json.dumps(at_switch)}")
+    return at_switch, switched
+
+
+def pause_and_recover(src, dst):
+    """Break postcopy's channel and recover it.  Right after the switch,
+    while postcopy surely still runs (a destination that has not started
+    the guest yet could not recover, and would fail the migration)."""
+    uri2 = "unix:" + os.path.join(dst.dir, "recover.sock")
+    src.cmd("migrate-pause")
+    wait_status(src, ("postcopy-paused",))
+    log("[postcopy] channel broken (migrate-pause); recovering")
+    recover_oob(dst, uri2)
+    src.cmd("migrate", uri=uri2, resume=True)
+    wait_status(src, ("postcopy-active", "completed"))
+
+
 def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
     """One postcopy migration; returns a dict of what happened."""
     src = dst = None
@@ -91,48 +131,9 @@ def run(mem=1024, hints=True, recover=False, accel="tcg", cmdline=""):
         src.agent(f"churn {CHURN_MIB}")
         dst = Guest("ours", mem, hints, incoming=True, accel=accel, name="dst",
                     cmdline=cmdline)
-        uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
-        caps = [{"capability": "postcopy-ram", "state": True}]
-        for g in (src, dst):
-            g.cmd("migrate-set-capabilities", capabilities=caps)
-        src.cmd("migrate-set-parameters", **{
-            "max-bandwidth": PRECOPY_BANDWIDTH,
-            "max-postcopy-bandwidth": POSTCOPY_BANDWIDTH})
-        dst.cmd("migrate-incoming", uri=uri)
-        t0 = time.monotonic()
-        src.cmd("migrate", uri=uri)
-        # Switch once hints are in (or after a second of precopy without
-        # hints): the guest's hints arrive on the balloon's iothread while
-        # the migration thread sends, so only waiting for them makes the
-        # order of the two certain
-        if hints:
-            at_switch = wait_hinted(src, HINT_TIMEOUT)
-        else:
-            time.sleep(1)
-            at_switch = wait_status(src, ("active",)).get("free-page-hint")
-        src.cmd("migrate-start-postcopy")
-        wait_status(src, ("postcopy-active",))
-        # The destination runs the guest once it has loaded the devices
-        deadline = time.monotonic() + 60
-        while not dst.cmd("query-status")["running"]:
-            if time.monotonic() > deadline:
-                raise HarnessError("the destination did not start the guest")
-            time.sleep(0.02)
-        switched = time.monotonic() - t0
-        log(f"[postcopy] switched after {switched:.1f} s, hints then: "
-            f"{json.dumps(at_switch)}")
-
+        at_switch, switched = switch(src, dst, hints)
         if recover:
-            # Right after the switch, while postcopy surely still runs (a
-            # destination that has not started the guest yet could not
-            # recover, and would fail the migration)
-            uri2 = "unix:" + os.path.join(dst.dir, "recover.sock")
-            src.cmd("migrate-pause")
-            wait_status(src, ("postcopy-paused",))
-            log("[postcopy] channel broken (migrate-pause); recovering")
-            recover_oob(dst, uri2)
-            src.cmd("migrate", uri=uri2, resume=True)
-            wait_status(src, ("postcopy-active", "completed"))
+            pause_and_recover(src, dst)
 
         # The destination runs the guest: allocate and write memory that
         # the guest had hinted free on the source

@@ -24,22 +24,19 @@ import tempfile
 import time
 import uuid
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(TOP, "tests", "e2e"))
-
-import vm  # noqa: E402
-from vm import GUEST, QEMU, HarnessError  # noqa: E402
+from harness import vm
+from harness.common import TOP
+from harness.vm import GUEST, QEMU, HarnessError
 
 LIBVIRTD = "/usr/sbin/libvirtd"
 VIRSH = "/usr/bin/virsh"
-TEMPLATE = os.path.join(HERE, "domain.xml.in")
+TEMPLATE = os.path.join(TOP, "libvirt", "domain.xml.in")
 # The directories each daemon gets a private copy of
 PRIVATE = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt",
            "/var/cache/libvirt", "/var/log/libvirt")
 
 LIBVIRTD_CONF = """\
-# Written by libvirt/lvharness.py: one of two daemons on this machine
+# Written by harness/libvirt.py: one of two daemons on this machine
 host_uuid = "{uuid}"
 listen_tls = 0
 listen_tcp = 0
@@ -55,7 +52,7 @@ log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 # the libvirt-qemu user) would not let it read.  The console log goes to a
 # file (no virtlogd needed).
 QEMU_CONF = """\
-# Written by libvirt/lvharness.py
+# Written by harness/libvirt.py
 user = "root"
 group = "root"
 dynamic_ownership = 0
@@ -262,7 +259,7 @@ def domain_xml(name, serial, mem_mib=2048, hints=True, iothread=True,
 
 class Console(vm.Console):
     """The guest's serial console (a unix socket QEMU listens on):
-    memagent's protocol, as tests/e2e/vm.py speaks it."""
+    memagent's protocol, as harness/vm.py speaks it."""
 
     def __init__(self, path, name, timeout=30):
         deadline = time.monotonic() + timeout

@@ -16,11 +16,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from scenario import fill_mib, mib, prepare_workload  # noqa: E402
-from vm import (QEMU, Guest, HarnessError, hint_negotiated, log,  # noqa: E402
-                migrate, probe_accel)
+from harness.scenario import fill_mib, mib, prepare_workload
+from harness.vm import (QEMU, Guest, HarnessError, hint_negotiated, log,
+                        migrate, probe_accel)
 
 BALLOON = "/machine/peripheral/balloon/virtio-backend"
 # For the hops of a running guest.  Stock QEMU does not wait for the hints:

@@ -2,8 +2,10 @@
 
 Shared by the demo (tests/demo.py), the end-to-end tests (tests/e2e/) and
 the benchmark (bench/).  QMP goes through QEMU's own python/qemu package
-from the prepared work tree; the guest's memagent answers on the serial
-console (guest/memagent.c).
+from the prepared work tree (build/qemu/python, on PYTHONPATH); the
+guest's memagent answers on the serial console (guest/memagent.c).
+Waiting for a migration is harness.waits (wait_migration, re-exported
+here with HarnessError and log).
 """
 
 import json
@@ -12,15 +14,13 @@ import re
 import shlex
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("BUILD", os.path.join(TOP, "build"))
-sys.path.insert(0, os.path.join(BUILD, "qemu", "python"))
+from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+from harness.common import BUILD, HarnessError, log  # noqa: F401
+from harness.waits import MIGRATION_TIMEOUT, wait_migration  # noqa: F401
 
 QEMU = {
     "ours": os.path.join(BUILD, "qemu", "build", "qemu-system-x86_64"),
@@ -34,7 +34,6 @@ GUEST = os.path.join(BUILD, "guest")
 # loaded machine: a guest that panics or whose QEMU exits fails at once.
 BOOT_TIMEOUT = 120          # QEMU started -> @@INIT (the kernel ran init)
 INIT_TIMEOUT = 60           # @@INIT -> @@FEATURES -> @@READY
-MIGRATION_TIMEOUT = 600
 # Where each QEMU's logs go: $FPH_ARTIFACTS/<label>/<guest name>/ when set
 # (tests/run.sh sets it per test and keeps it when the test fails), else
 # the guest's own temporary folder.  Files: cmdline.txt, qemu.log (its
@@ -46,14 +45,6 @@ _label = ["run"]
 # A console line that means the guest will never answer (a soft lockup
 # warning under a loaded host is not one: the guest goes on)
 FATAL = re.compile(r"Kernel panic")
-
-
-class HarnessError(Exception):
-    """A step of the harness failed; the message says which and what to do."""
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def artifact_label(label):
@@ -378,21 +369,5 @@ def migrate(src, dst, bandwidth=100 << 30, downtime_ms=2000, caps=(),
                                          "downtime-limit": downtime_ms,
                                          **(params or {})})
     src.cmd("migrate", uri=uri)
-    return wait_migration(src, timeout)
+    return wait_migration(src, timeout=timeout)
 
-
-def wait_migration(g, timeout=MIGRATION_TIMEOUT, what="migration"):
-    """Poll g's query-migrate until the migration completed; return it.
-    A failed, cancelled or overdue migration raises, naming @what."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = g.cmd("query-migrate")
-        status = info.get("status")
-        if status == "completed":
-            return info
-        if status in ("failed", "cancelled"):
-            raise HarnessError(f"{what} {status}: {info.get('error-desc', '')}")
-        if time.monotonic() > deadline:
-            g.cmd("migrate_cancel")
-            raise HarnessError(f"{what} did not complete in {timeout} s")
-        time.sleep(0.05)

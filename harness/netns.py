@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 
-from vm import HarnessError, log
+from harness.vm import HarnessError, log
 
 # Link name -> rate in bit/s (None: loopback unix socket, no limit)
 LINKS = {"loopback": None, "1g": 1_000_000_000, "10g": 10_000_000_000}

@@ -4,7 +4,7 @@ zero-page-detection=none, multifd (and a cancel), postcopy-preempt, a
 hotplugged DIMM, hugetlbfs, virtio-mem, auto-converge, memory pressure
 during a round, S3 and a guest without its driver.
 
-    combos.py [--case NAME]... [--list] [--json FILE]
+    python3 -m harness.combos [--case NAME]... [--list] [--json FILE]
 
 Each case boots the Debian guest with hints on, migrates it and has the
 guest verify its checksummed memory on the destination; it also checks
@@ -22,12 +22,11 @@ import re
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import postcopy  # noqa: E402
-from scenario import KEEP_MIB, mem_free  # noqa: E402
-from vm import (Guest, HarnessError, artifact_label, hint_negotiated,  # noqa: E402
-                log, migrate, probe_accel)
+from harness import postcopy
+from harness.scenario import KEEP_MIB, mem_free
+from harness.vm import (Guest, HarnessError, artifact_label, hint_negotiated,
+                        log, migrate, probe_accel)
+from harness.waits import wait_migration
 
 BALLOON = "/machine/peripheral/balloon/virtio-backend"
 PAGE = 4096
@@ -140,18 +139,10 @@ def postcopy_switch(c, src, dst, caps):
 def wait_status(g, want, timeout=300):
     """query-migrate until its status is in @want; failed/cancelled end
     the wait too unless wanted.  Returns the info."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = g.cmd("query-migrate")
-        st = info.get("status")
-        if st in want:
-            return info
-        if st in ("failed", "cancelled"):
-            raise CaseFailed(f"migration {st}: {info.get('error-desc', '')}")
-        if time.monotonic() > deadline:
-            raise CaseFailed(f"migration is '{st}', not {'/'.join(want)}, "
-                             f"after {timeout} s")
-        time.sleep(0.05)
+    try:
+        return wait_migration(g, timeout, want=want, cancel=False)
+    except HarnessError as e:
+        raise CaseFailed(str(e)) from None
 
 
 def verify(g, row, churn=False):

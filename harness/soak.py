@@ -19,9 +19,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from vm import Guest, HarnessError, log, migrate, probe_accel  # noqa: E402
+from harness.vm import Guest, HarnessError, log, migrate, probe_accel
+from harness.waits import wait_migration
 
 
 class Soak:
@@ -174,13 +173,10 @@ class Soak:
                    "system_reset", status)
 
     def wait_status(self, want, timeout=120):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            st = self.src.cmd("query-migrate").get("status")
-            if st == want:
-                return st
-            time.sleep(0.05)
-        raise HarnessError(f"migration did not reach '{want}' (it is '{st}')")
+        """query-migrate until its status is @want, whatever it passes
+        through (a fault may be what ends it); return the status."""
+        return wait_migration(self.src, timeout, want=(want,), fail=(),
+                              cancel=False)["status"]
 
     def wait_hint_status(self, want, timeout=30):
         deadline = time.monotonic() + timeout
