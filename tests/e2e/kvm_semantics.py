@@ -4,8 +4,10 @@ that its balloon driver had hinted free, and then took back, survive a
 migration?
 
     kvm_semantics.py [--qemu KEY]... [--hints on|off|both] [--runs N]
-                     [--mem MIB] [--shift N] [--no-starve] [--plain-tcg]
-                     [--json FILE]
+                     [--iothread pause|idle|normal] [--shift N] [--mem MIB]
+                     [--pressure MIB] [--pressure-at reporting|held]
+                     [--bandwidth MIB_S] [--downtime-ms MS] [--churn MIB]
+                     [--plain-tcg] [--json FILE]
 
 With KVM's manual dirty log protection (KVM_CLEAR_DIRTY_LOG), a page that
 was dirty at the last sync stays writable and unlogged until migration
@@ -17,27 +19,41 @@ guests here, so the QEMUs run under TCG with the test aid of testaid/
 (-accel tcg,x-lazy-dirty-clear=on), which gives TCG those semantics.
 
 Each run boots the Debian guest, keeps 64 MiB of checksummed memory,
-writes most of the rest and frees it, and migrates slowly with hints: once
-the driver holds what was free, the guest keeps --pressure MiB more, so
-that the driver's shrinker gives hinted pages back and the guest writes
-them during the round.  The race also needs the device to process those
-hints after the guest wrote the pages: by default the source's iothread
-runs as SCHED_IDLE on the host CPU of vCPU 0 (a host whose iothread lags
-behind).  The destination verifies every kept page; a page whose check
-fails lost a write.  Prints one line per run and a table.
+writes most of the rest and frees it, and migrates it slowly (16 MiB/s)
+with hints.  Once the driver has taken half of what was free (and goes on
+taking), the guest keeps --pressure MiB more, which it no longer has:
+the driver's shrinker gives hinted pages back and the guest writes them.
+The race also needs the device to process those hints only after the
+guest wrote the pages: by default the source's iothread is stopped
+(ptrace, that thread only) from before the migration until the pressure
+is over, a host on which the iothread lags behind by a few seconds;
+--iothread idle only makes it SCHED_IDLE on vCPU 0's host CPU (it lags
+by up to a second or so, and the race is won only sometimes).  The guest
+then idles, churns a little, the migration completes at full speed, and
+the destination verifies every kept page: a page whose check fails lost
+a write.  Prints one line per run, a table and a summary.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import harness  # noqa: F401
+except ImportError:
+    # Run directly: what the Makefile's PYTHONPATH gives
+    _top = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    sys.path[:0] = [_top, os.path.join(
+        os.environ.get("BUILD", os.path.join(_top, "build")), "qemu",
+        "python")]
 
-import vm  # noqa: E402
-from scenario import KEEP_MIB, mem_free  # noqa: E402
-from vm import Guest, HarnessError, hint_negotiated, log  # noqa: E402
+from harness import vm  # noqa: E402
+from harness.scenario import KEEP_MIB, mem_free  # noqa: E402
+from harness.vm import Guest, HarnessError, hint_negotiated, log  # noqa: E402
 
 MIB = 1 << 20
 PAGE = 4096
@@ -54,6 +70,8 @@ LAZY = "tcg,x-lazy-dirty-clear=on"
 # Slow enough that the bulk round is still running (and the sender has
 # not reached most chunks) while the guest is under pressure
 SLOW_BANDWIDTH = 16 << 20
+# Seconds the guest idles after the pressure, before its churn starts
+DRAIN_S = 3
 # Our series waits this long for the guest's first report
 HINT_WAIT_MS = 5000
 
@@ -79,6 +97,52 @@ def threads(pid):
     return out
 
 
+# ptrace(2), to stop one thread of QEMU (its iothread) and nothing else
+PTRACE_DETACH = 17
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+WALL = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p,
+                         ctypes.c_void_p)
+_libc.ptrace.restype = ctypes.c_long
+
+
+def _ptrace(req, tid):
+    if _libc.ptrace(req, tid, None, None) < 0:
+        e = ctypes.get_errno()
+        raise RunFailed(f"ptrace({req:#x}, {tid}): {os.strerror(e)}")
+
+
+class PausedThread:
+    """Stop thread @tid of a child process (PTRACE_SEIZE, PTRACE_INTERRUPT:
+    that thread only, no signal), until resume() (or this process ends)."""
+
+    def __init__(self, tid):
+        self.tid = tid
+        _ptrace(PTRACE_SEIZE, tid)
+        _ptrace(PTRACE_INTERRUPT, tid)
+        _, status = os.waitpid(tid, WALL)
+        if not os.WIFSTOPPED(status):
+            raise RunFailed(f"thread {tid} did not stop (status {status})")
+        self.t0 = time.monotonic()
+
+    def resume(self):
+        """Let it run again; returns for how long it was stopped."""
+        if self.tid is not None:
+            _ptrace(PTRACE_DETACH, self.tid)
+            self.tid = None
+        return time.monotonic() - self.t0
+
+
+def iothread_tid(g):
+    io = [t for t, n in threads(g.proc.pid) if n == "IO io0"]
+    if len(io) != 1:
+        raise RunFailed(f"no single iothread 'IO io0' among "
+                        f"{threads(g.proc.pid)} (-name debug-threads=on?)")
+    return io[0]
+
+
 def starve_iothread(g):
     """Make @g's iothread lag: SCHED_IDLE, on the host CPU of vCPU 0 (also
     pinned there), so that it runs only when vCPU 0 does not.  Returns
@@ -97,15 +161,15 @@ def starve_iothread(g):
     return f"iothread {io} SCHED_IDLE, with vCPU 0 {cpu0} on host CPU {cpu}"
 
 
-def wait_driver_took(g, free0, timeout=120):
-    """Wait until the guest's balloon driver holds most of what was free
-    (MemFree below a quarter of @free0), or MemFree has not moved for 5 s.
+def wait_driver_took(g, free0, part=4, timeout=120):
+    """Wait until the guest's balloon driver has taken a part of what was
+    free (MemFree below @free0 / @part), or MemFree has not moved for 5 s.
     Returns MemFree."""
     deadline = time.monotonic() + timeout
     last, since = None, time.monotonic()
     while True:
         free = mem_free(g)
-        if free < free0 // 4:
+        if free < free0 // part:
             return free
         if last is None or abs(free - last) > 4 * MIB:
             last, since = free, time.monotonic()
@@ -147,8 +211,10 @@ def wait_completed(g, timeout=vm.MIGRATION_TIMEOUT):
     return vm.wait_migration(g, timeout)
 
 
-def run_once(qemu, hints, lazy=True, mem=1024, pressure=512, starve=True,
-             shift=None, churn=64, label=None):
+def run_once(qemu, hints, lazy=True, mem=1024, pressure=512,
+             iothread="pause",
+             shift=None, churn=64, label=None, bandwidth=SLOW_BANDWIDTH,
+             downtime_ms=2000, pressure_at="reporting"):
     """One migration; returns its row.  lost: kept and churned pages whose
     content the destination got wrong (a write that was never sent)."""
     accel = LAZY if lazy else "tcg"
@@ -159,12 +225,15 @@ def run_once(qemu, hints, lazy=True, mem=1024, pressure=512, starve=True,
     if shift is not None:
         extra += ["-global", f"migration.x-clear-bitmap-shift={shift}"]
     row = {"qemu": qemu, "hints": hints, "lazy": lazy, "mem": mem,
-           "pressure": pressure, "starve": starve, "shift": shift,
-           "churn": churn, "lost": None, "verified": 0, "notes": []}
+           "pressure": pressure, "iothread": iothread, "shift": shift,
+           "churn": churn, "bandwidth": bandwidth,
+           "downtime_ms": downtime_ms, "pressure_at": pressure_at,
+           "lost": None,
+           "verified": 0, "notes": []}
     if label:
         vm.artifact_label(label)
     t0 = time.monotonic()
-    src = dst = None
+    src = dst = paused = None
     try:
         src = Guest(qemu, mem, hints, accel=accel, name="src", extra=extra)
         feats = src.boot()
@@ -175,17 +244,25 @@ def run_once(qemu, hints, lazy=True, mem=1024, pressure=512, starve=True,
         time.sleep(1)
         free0 = mem_free(src)
         dst = Guest(qemu, mem, hints, accel=accel, name="dst", incoming=True)
-        if starve:
+        if iothread == "idle":
             row["notes"].append(starve_iothread(src))
         uri = "unix:" + os.path.join(dst.dir, "migrate.sock")
         dst.cmd("migrate-incoming", uri=uri)
-        params = {"max-bandwidth": SLOW_BANDWIDTH, "downtime-limit": 2000}
+        params = {"max-bandwidth": bandwidth or 100 << 30,
+                  "downtime-limit": downtime_ms}
         if hints and qemu.startswith("ours"):
             params["free-page-hint-wait"] = HINT_WAIT_MS
         src.cmd("migrate-set-parameters", **params)
+        if iothread == "pause":
+            # From before the round until the pressure is over: every hint
+            # reported until then is processed after the guest's writes
+            paused = PausedThread(iothread_tid(src))
         src.cmd("migrate", uri=uri)
         if hints:
-            free1 = wait_driver_took(src, free0)
+            # "reporting": the driver has taken half of what was free and
+            # goes on taking; "held": it holds most of it
+            free1 = wait_driver_took(src, free0,
+                                     2 if pressure_at == "reporting" else 4)
         else:
             time.sleep(2)
             free1 = mem_free(src)
@@ -193,12 +270,21 @@ def run_once(qemu, hints, lazy=True, mem=1024, pressure=512, starve=True,
         tk = time.monotonic()
         src.agent(f"keep {pressure}", timeout=600)
         row["pressure_s"] = round(time.monotonic() - tk, 1)
+        row["memfree_after_pressure"] = mem_free(src)
+        if paused:
+            row["iothread_paused_s"] = round(paused.resume(), 1)
+            paused = None
+        # The guest idles: its vCPUs halt and the lagging iothread catches
+        # up with the hints queued while the round still runs (QEMU 10.0
+        # drops the hints still queued at the next sync)
+        time.sleep(DRAIN_S)
         if churn:
             src.agent(f"churn {churn}")
             time.sleep(3)
         st = src.cmd("query-migrate")["status"]
         row["status_after_pressure"] = st
-        src.cmd("migrate-set-parameters", **{"max-bandwidth": 100 << 30})
+        src.cmd("migrate-set-parameters", **{"max-bandwidth": 100 << 30,
+                                             "downtime-limit": 2000})
         info = wait_completed(src)
         row["total_ms"] = info["total-time"]
         row["transferred"] = info["ram"]["transferred"]
@@ -221,6 +307,8 @@ def run_once(qemu, hints, lazy=True, mem=1024, pressure=512, starve=True,
     except (HarnessError, RunFailed) as e:
         row["outcome"] = f"error: {type(e).__name__}: {e}"
     finally:
+        if paused:
+            paused.resume()
         for g in (src, dst):
             if g:
                 g.kill()
@@ -231,10 +319,25 @@ def run_once(qemu, hints, lazy=True, mem=1024, pressure=512, starve=True,
 
 
 def describe(row):
-    return (f"{row['qemu']}, hints {'on' if row['hints'] else 'off'}"
-            f"{'' if row['lazy'] else ', plain TCG'}"
-            f"{', iothread starved' if row['starve'] else ''}"
-            f"{'' if row['shift'] is None else ', shift %d' % row['shift']}")
+    """The run's configuration in words (what differs from the default)."""
+    out = [row["qemu"], f"hints {'on' if row['hints'] else 'off'}"]
+    if not row["lazy"]:
+        out.append("plain TCG")
+    if row["iothread"] != "normal":
+        out.append({"pause": "iothread paused",
+                    "idle": "iothread SCHED_IDLE"}[row["iothread"]])
+    if row["shift"] is not None:
+        out.append(f"shift {row['shift']}")
+    if row["mem"] != 1024:
+        out.append(f"{row['mem']} MiB guest")
+    bw = row.get("bandwidth", SLOW_BANDWIDTH)
+    if bw != SLOW_BANDWIDTH:
+        out.append(f"{bw >> 20} MiB/s" if bw else "unlimited bandwidth")
+    if row.get("pressure_at", "reporting") != "reporting":
+        out.append("pressure when the driver holds its hints")
+    if row.get("downtime_ms", 2000) != 2000:
+        out.append(f"downtime-limit {row['downtime_ms']} ms")
+    return ", ".join(out)
 
 
 def table(rows):
@@ -244,7 +347,7 @@ def table(rows):
     for i, r in enumerate(rows):
         out.append(f"| {r['qemu']} | {'on' if r['hints'] else 'off'} "
                    f"| {'lazy (KVM)' if r['lazy'] else 'TCG'} "
-                   f"| {'starved' if r['starve'] else 'normal'} "
+                   f"| {r['iothread']} "
                    f"| {18 if r['shift'] is None else r['shift']} "
                    f"| {r.get('run', i + 1)} | {r['outcome']} "
                    f"| {r['verified']} | {r['lost']} | {r['seconds']} |")
@@ -281,8 +384,21 @@ def main():
                     help="MiB of churn after the pressure (0: none)")
     ap.add_argument("--shift", type=int,
                     help="migration.x-clear-bitmap-shift (default 18)")
-    ap.add_argument("--no-starve", dest="starve", action="store_false",
-                    help="leave the source's iothread alone")
+    ap.add_argument("--bandwidth", type=int, default=SLOW_BANDWIDTH >> 20,
+                    help="max-bandwidth in MiB/s until the pressure is "
+                    "over (0: unlimited)")
+    ap.add_argument("--pressure-at", choices=("reporting", "held"),
+                    default="reporting", help="the guest allocates once its "
+                    "driver took half of what was free and goes on "
+                    "reporting (reporting), or once it holds most (held)")
+    ap.add_argument("--downtime-ms", type=int, default=2000,
+                    help="downtime-limit until the pressure is over (a "
+                    "small one keeps precopy iterating, round after round)")
+    ap.add_argument("--iothread", choices=("pause", "idle", "normal"),
+                    default="pause", help="the source's iothread: stopped "
+                    "from before the migration until the pressure is over "
+                    "(pause), SCHED_IDLE on vCPU 0's host CPU (idle), or "
+                    "left alone")
     ap.add_argument("--plain-tcg", dest="lazy", action="store_false",
                     help="without x-lazy-dirty-clear (TCG's own dirty log)")
     ap.add_argument("--json", help="write every row here")
@@ -301,8 +417,11 @@ def main():
         for q in qemus:
             for h in hints:
                 r = run_once(q, h, args.lazy, args.mem, args.pressure,
-                             args.starve, args.shift, args.churn,
-                             label=f"{q}-hints-{'on' if h else 'off'}-{n + 1}")
+                             args.iothread, args.shift, args.churn,
+                             label=f"{q}-hints-{'on' if h else 'off'}-{n + 1}",
+                             bandwidth=args.bandwidth << 20,
+                             downtime_ms=args.downtime_ms,
+                             pressure_at=args.pressure_at)
                 r["run"] = n + 1
                 rows.append(r)
                 if args.json:
