@@ -47,6 +47,8 @@ class KVMSemantics(unittest.TestCase):
         r = ks.run_once(qemu, hints, shift=SHIFT, label=label)
         print(ks.table([r]), file=sys.stderr)
         self.assertEqual(r["outcome"], "completed", r)
+        # The guest wrote under pressure while the migration ran
+        self.assertEqual(r["status_after_pressure"], "active", r)
         # The aid was on: its log_clear cleared pages during the migration
         self.assertGreater(r["aid_pages_cleared"], 0, r)
         return r
