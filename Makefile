@@ -7,9 +7,9 @@ PY := /usr/bin/python3
 # python/qemu in the work tree (scripts/lib.sh says the same to the scripts)
 export PYTHONPATH := $(CURDIR):$(or $(BUILD),$(CURDIR)/build)/qemu/python$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help deps source prepare build stock guest demo check export bench \
-        profile soak sanitize fuzz series-check libvirt-demo snapshot-bench \
-        reliability clean distclean
+.PHONY: help deps source prepare build stock testaid guest demo check export \
+        bench profile soak sanitize fuzz series-check libvirt-demo \
+        snapshot-bench reliability clean distclean
 
 help:
 	@echo "make demo     install, prepare, build, boot a guest, migrate it (hints off/on)"
@@ -27,7 +27,9 @@ help:
 	@echo "make reliability  hints combined with other memory and migration features"
 	@echo "make series-check  build, checkpatch and fast-test each patch in turn"
 	@echo "              (bisectable?); SERIES_CHECK_ARGS='--fail-fast series~2..series'"
-	@echo "steps: deps source prepare build stock guest; clean distclean"
+	@echo "make testaid  stock and ours with testaid/ (TCG with KVM's lazy dirty"
+	@echo "              log clearing), for tests/e2e/kvm_semantics.py"
+	@echo "steps: deps source prepare build stock testaid guest; clean distclean"
 
 deps:
 	@scripts/deps.sh
@@ -49,13 +51,18 @@ build: prepare
 stock: prepare
 	@scripts/build.sh stock qemu-system-x86_64
 
+# Not part of the series: the test aid of testaid/ on stock and on ours,
+# in build/qemu-aid-stock and build/qemu-aid-ours (tests/e2e/kvm_semantics.py)
+testaid: prepare
+	@scripts/testaid.sh
+
 guest: deps
 	@guest/build.sh
 
 demo: build guest
 	@$(PY) tests/demo.py
 
-check: build stock guest
+check: build stock testaid guest
 	@tests/run.sh
 
 export:
@@ -104,7 +111,8 @@ reliability: build guest
 	@$(PY) -m harness.combos $(RELIABILITY_ARGS)
 
 clean:
-	rm -rf build/guest build/qemu/build build/qemu/build-san build/qemu-stock/build
+	rm -rf build/guest build/qemu/build build/qemu/build-san build/qemu-stock/build \
+		build/qemu-aid-stock/build build/qemu-aid-ours/build
 
 distclean:
 	rm -rf build

@@ -63,7 +63,10 @@ for t in precopy/unix/plain precopy/unix/suspend/live postcopy/plain \
     run "qtest/migration-test/$t" 600 "${hide_kvm[@]}" \
         "$B/tests/qtest/migration-test" -p "/x86_64/migration/$t"
 done
-# tests/e2e/test_*.py: one unittest module each (test_e2e.py is the core)
+# tests/e2e/test_*.py: one unittest module each (test_e2e.py is the core).
+# test_kvm_semantics.py needs the QEMUs with the test aid (make testaid):
+# here their absence is a failure, not a skip.
+export FPH_REQUIRE_AID=1
 for t in "$TOP"/tests/e2e/test_*.py; do
     run "e2e/$(basename "$t" .py)" 1800 "$PY" "$t" -v
 done

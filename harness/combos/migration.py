@@ -48,14 +48,24 @@ def case_zero_page_none(c):
     # Debian's kernel zeroes every page its driver takes for a hint
     # (init_on_alloc): those writes dirty the hinted pages again, and
     # without zero page detection they go as full pages.  Hints must not
-    # make it worse (5% for the noise of the guest's own writes) ...
-    check(on["transferred"] <= off["transferred"] * 1.05,
+    # make it much worse.  How much goes twice (sent, then zeroed by the
+    # driver before its hint cleared it) depends on how fast the guest
+    # runs against the migration: 1.00x of hints off twice and 1.10x once
+    # in three runs on 2 cores at load average 7-10 (2026-12-07), where
+    # the bound was 1.05x.  1.25x still catches a round whose pages all
+    # go twice (about 1.75x here: 768 of 1024 MiB freed).
+    check(on["transferred"] <= off["transferred"] * 1.25,
           f"hints on sent {mib(on['transferred'])}, off "
           f"{mib(off['transferred'])}")
-    # ... nor slower: hints may wait free-page-hint-wait (1 s) for the
-    # guest; hints off took from 0.5 to 2.2 s on this shared machine
+    # ... nor much slower: hints may wait free-page-hint-wait (1 s) for
+    # the guest, and a round costs the guest's vCPUs.  Seen on 2 cores at
+    # load average 7-10: on 10363 ms against off 6717 (series v4), 5215
+    # against 1321 (v5: off sent all 1 GiB within its 2 s downtime
+    # limit), where the bound was 1.5x + 2 s.  This bound catches a wait
+    # or a round that hangs; how much faster or slower hints make a
+    # migration is for the benchmark (docs/benchmarks.md) to measure.
     for r in (on, on0):
-        check(r["total_ms"] <= off["total_ms"] * 1.5 + 2000,
+        check(r["total_ms"] <= off["total_ms"] * 2 + 5000,
               f"hints on took {r['total_ms']} ms, off {off['total_ms']} ms")
     # Without init_on_alloc the hinted pages stay clean: not sent at all
     check(on0["transferred"] < off["transferred"] / 2,

@@ -41,19 +41,9 @@ import os
 import sys
 import time
 
-try:
-    import harness  # noqa: F401
-except ImportError:
-    # Run directly: what the Makefile's PYTHONPATH gives
-    _top = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
-    sys.path[:0] = [_top, os.path.join(
-        os.environ.get("BUILD", os.path.join(_top, "build")), "qemu",
-        "python")]
-
-from harness import vm  # noqa: E402
-from harness.scenario import KEEP_MIB, mem_free  # noqa: E402
-from harness.vm import Guest, HarnessError, hint_negotiated, log  # noqa: E402
+from harness import vm
+from harness.scenario import KEEP_MIB, mem_free
+from harness.vm import Guest, HarnessError, hint_negotiated, log
 
 MIB = 1 << 20
 PAGE = 4096

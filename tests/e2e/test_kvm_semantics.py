@@ -20,9 +20,7 @@ import os
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import kvm_semantics as ks  # noqa: E402
+import kvm_semantics as ks
 
 # The race-widening configuration of every test here
 SHIFT = 6
