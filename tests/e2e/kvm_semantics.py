@@ -42,6 +42,7 @@ import sys
 import time
 
 from harness import vm
+from harness.combos.base import agent_retry
 from harness.scenario import KEEP_MIB, mem_free
 from harness.vm import Guest, HarnessError, hint_negotiated, log
 
@@ -183,18 +184,6 @@ def aid_trace(g):
                 syncs += 1
     return {"aid_log_clears": clears, "aid_pages_cleared": pages,
             "aid_syncs": syncs}
-
-
-def agent_retry(g, command, timeout=300):
-    """A memagent command right after an incoming migration: the console
-    may have lost the first byte (see vm.Guest.attach_serial)."""
-    for attempt in range(3):
-        try:
-            return g.agent(command, timeout=timeout)
-        except HarnessError as e:
-            if "unknown command" not in str(e) or attempt == 2:
-                raise
-            log(f"[kvm-semantics]   retrying '{command}': {e}")
 
 
 def wait_completed(g, timeout=vm.MIGRATION_TIMEOUT):
