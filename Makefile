@@ -8,7 +8,7 @@ PY := /usr/bin/python3
 export PYTHONPATH := $(CURDIR):$(or $(BUILD),$(CURDIR)/build)/qemu/python$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help deps source prepare build stock testaid guest demo check export \
-        bench profile soak sanitize fuzz series-check libvirt-demo \
+        bench ablation profile soak sanitize fuzz series-check libvirt-demo \
         snapshot-bench reliability clean distclean
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make export   write the work tree's commits back to base/ and patches/"
 	@echo "make bench    benchmark: no hints vs upstream's hints vs ours, in a new"
 	@echo "              folder of bench/runs/ (index: bench/runs/index.md)"
+	@echo "make ablation the series with each mechanism switched off in turn"
 	@echo "make profile  callgrind: what a 4 MiB hint costs against sending 4 MiB;"
 	@echo "              perf: where a 2 GiB guest's migration spends the host's CPU"
 	@echo "make soak     50 ping-pong migrations of a busy guest, with faults"
@@ -54,7 +55,7 @@ stock: prepare
 # Not part of the series: the test aid of testaid/ on stock and on ours,
 # in build/qemu-aid-stock and build/qemu-aid-ours (tests/e2e/kvm_semantics.py)
 testaid: prepare
-	@scripts/testaid.sh
+	@scripts/patched.sh aid-stock:upstream:testaid aid-ours:series:testaid
 
 guest: deps
 	@guest/build.sh
@@ -70,6 +71,12 @@ export:
 
 bench: build stock guest
 	@$(PY) bench/bench.py $(BENCH_ARGS)
+
+# The series with each of its mechanisms switched off in turn, against
+# the whole series and upstream's hints (bench/ablation/, docs/benchmarks.md)
+ablation: build stock guest
+	@scripts/patched.sh ablate:series:bench/ablation
+	@$(PY) bench/bench.py --ablation $(BENCH_ARGS)
 
 profile: build guest
 	@bench/profile.sh

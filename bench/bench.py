@@ -2,8 +2,8 @@
 """make bench: no hints vs upstream's hints vs ours, in one run on one machine.
 
 Each case boots the test guest, brings it into the workload's state,
-migrates it (max-bandwidth 100G, downtime-limit 2 s unless
---downtime-limit says otherwise) over a link and has
+migrates it (max-bandwidth 100G, QEMU's default downtime-limit of 300 ms
+unless --downtime-limit says otherwise) over a link and has
 the guest verify its memory on the destination.  Links: "loopback", a unix
 socket at full speed; "1g" and "10g", TCP to a destination QEMU in another
 network namespace behind a veth pair shaped with tc tbf (harness/netns.py).
@@ -18,7 +18,13 @@ machine, measured link rates); then bench/runs/index.md (bench/runs.py).
     bench.py [--sizes 1024,2048,4096,8192] [--workloads idle,freed,busy]
              [--links loopback,1g,10g] [--runs 3] [--rest 3]
              [--variants "no hints,upstream hints,our hints"]
-             [--init-on-alloc 1,0]
+             [--init-on-alloc 1,0] [--downtime-limit 300] [--ablation]
+
+--ablation (make ablation): the series with each of its mechanisms
+switched off in turn (harness/variant.py's ABLATION, the QEMU of
+bench/ablation/) beside no hints, upstream's hints and the whole series,
+in the cells ABLATION_CELLS names unless --sizes, --workloads or --links
+are given; results.md then has "What each mechanism buys".
 
 --init-on-alloc: the guest kernel's init_on_alloc (1 is Debian's default:
 the kernel zeroes every page it allocates, the balloon driver's too, so
@@ -42,12 +48,19 @@ import time
 
 from harness.netns import LINKS, Netns
 from harness.scenario import run_logged
-from harness.variant import BENCH_VARIANTS, VARIANTS, lookup
+from harness.variant import (ABLATION_VARIANTS, BENCH_VARIANTS, VARIANTS,
+                             lookup)
 from harness.vm import HarnessError, log, probe_accel
 from runs import (cases_json, load_results, machine_info, new_run_dir,
                   provenance, write_index, write_manifest)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The ablation's cells (link, workload, MiB): the issue's, most telling first
+ABLATION_CELLS = [("1g", "freed", 2048), ("1g", "idle", 2048),
+                  ("1g", "busy", 2048), ("10g", "freed", 2048),
+                  ("10g", "idle", 2048), ("10g", "busy", 2048),
+                  ("10g", "freed", 8192)]
 
 LINK_TEXT = {"loopback": "loopback unix socket",
              "1g": "1 Gbit/s (veth, tc tbf)", "10g": "10 Gbit/s (veth, tc tbf)"}
@@ -149,6 +162,42 @@ def ratios(results, keys=None):
     return "\n".join(lines)
 
 
+def ablation_table(results, keys=None):
+    """What each mechanism buys: per cell, the series with the mechanism
+    switched off against the whole series (medians, and the whole
+    series' own min-max as its spread)."""
+    lines = ["| link | workload | guest | switched off | time / whole series "
+             "| bytes / whole series | downtime (ms), off vs whole |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    cases = sorted({k[:3] for k in (keys or results)})
+    for link, workload, mem in cases:
+        def ok(variant):
+            return [r for r in results.get((link, workload, mem, variant), [])
+                    if "error" not in r]
+        whole = ok("our hints")
+        if not whole:
+            continue
+        wt = statistics.median(r["total_ms"] for r in whole)
+        wb = statistics.median(r["transferred"] for r in whole)
+        wd = statistics.median(r["downtime_ms"] for r in whole)
+        sp = (f"{min(r['total_ms'] for r in whole) / wt:.2f}-"
+              f"{max(r['total_ms'] for r in whole) / wt:.2f}")
+        lines.append(f"| {link} | {workload} | {mem} MiB | (whole series: "
+                     f"{wt:.0f} ms, spread) | {sp} | 1.00 | {wd:.0f} |")
+        for v in ABLATION_VARIANTS[3:]:
+            rows = ok(v)
+            if not rows:
+                continue
+            t = [r["total_ms"] / wt for r in rows]
+            b = statistics.median(r["transferred"] for r in rows) / wb
+            d = statistics.median(r["downtime_ms"] for r in rows)
+            lines.append(f"| {link} | {workload} | {mem} MiB "
+                         f"| {v.removeprefix('ours - ')} "
+                         f"| {spread(t, lambda x: f'{x:.2f}')} | {b:.2f} "
+                         f"| {d:.0f} vs {wd:.0f} |")
+    return "\n".join(lines)
+
+
 def rate_mbit(r):
     """Bytes transferred over the whole migration time, in Mbit/s."""
     return r["transferred"] * 8 / max(r["total_ms"], 1) / 1000
@@ -231,7 +280,8 @@ def merge(dirs, out):
             results[k] = runs
         heads.append(f"- [{d}]({os.path.relpath(d, out)}/results.md): "
                      f"{saved['measured']} on {saved['machine']}; "
-                     f"`make bench BENCH_ARGS='{saved['command']}'`")
+                     f"`make {saved.get('make', 'bench')} "
+                     f"BENCH_ARGS='{saved['command']}'`")
     order = {v: i for i, v in enumerate(BENCH_VARIANTS)}
     keys = sorted(results, key=lambda k: (k[0], k[1], k[2], order.get(k[3], 9)))
     runs = max(len(v) for v in results.values())
@@ -271,9 +321,11 @@ def index(out):
         log(f"[bench] wrote {os.path.relpath(write_index(), os.getcwd())}")
 
 
-def default_out(links, sizes):
-    """bench/runs/DATE-VERSION-LINKS-SIZES, e.g. 2026-12-07-v4-loopback-1024mib."""
-    return new_run_dir("-".join(links) + "-" + "-".join(map(str, sizes)) + "mib")
+def default_out(links, sizes, ablation=False):
+    """bench/runs/DATE-VERSION-LINKS-SIZES, e.g. 2026-12-07-v4-loopback-1024mib
+    (DATE-VERSION-ablation-... for an ablation)."""
+    return new_run_dir(("ablation-" if ablation else "") + "-".join(links)
+                       + "-" + "-".join(map(str, sizes)) + "mib")
 
 
 def check_links(links, ns):
@@ -312,18 +364,21 @@ def stop_on_sigterm(name):
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1024,2048,4096,8192")
-    ap.add_argument("--workloads", default="idle,freed,busy")
-    ap.add_argument("--links", default="loopback,1g,10g")
+    ap.add_argument("--sizes")
+    ap.add_argument("--workloads")
+    ap.add_argument("--links")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rest", type=float, default=3,
                     help="seconds to measure the busy guest's rate at rest")
-    ap.add_argument("--variants", default=",".join(BENCH_VARIANTS))
+    ap.add_argument("--variants")
+    ap.add_argument("--ablation", action="store_true",
+                    help="the series with each mechanism switched off "
+                    "(make ablation)")
     ap.add_argument("--init-on-alloc", default="1",
                     help="the guest kernel's init_on_alloc values, e.g. 1,0")
-    ap.add_argument("--downtime-limit", type=int, default=2000,
-                    help="migration's downtime-limit in ms (QEMU's default "
-                    "is 300)")
+    ap.add_argument("--downtime-limit", type=int, default=300,
+                    help="migration's downtime-limit in ms (QEMU's default, "
+                    "300)")
     ap.add_argument("--hint-wait", type=int,
                     help="free-page-hint-wait in ms for the variants that "
                     "run our QEMU (default: QEMU's, 1000)")
@@ -336,12 +391,24 @@ def parse_args():
     ap.add_argument("--replot", action="store_true",
                     help="only draw --out's results.png again from its "
                     "results.json")
-    return ap.parse_args()
+    args = ap.parse_args()
+    grid = args.sizes or args.workloads or args.links
+    args.cells = ABLATION_CELLS if args.ablation and not grid else None
+    args.sizes = args.sizes or "1024,2048,4096,8192"
+    args.workloads = args.workloads or "idle,freed,busy"
+    args.links = args.links or "loopback,1g,10g"
+    if args.cells:
+        args.sizes = ",".join(sorted({str(c[2]) for c in args.cells}, key=int))
+        args.workloads = ",".join(dict.fromkeys(c[1] for c in args.cells))
+        args.links = ",".join(dict.fromkeys(c[0] for c in args.cells))
+    args.variants = args.variants or ",".join(
+        ABLATION_VARIANTS if args.ablation else BENCH_VARIANTS)
+    return args
 
 
 def matrix(args):
-    """The run's variants, links, sizes and workloads (label, workload,
-    kernel options) from the options; exits on an unknown one."""
+    """The run's variants, links and cells (link, (label, workload, kernel
+    options), size) from the options; exits on an unknown one."""
     variants = [v.strip() for v in args.variants.split(",")]
     for v in variants:
         if v not in VARIANTS:
@@ -359,7 +426,11 @@ def matrix(args):
         for w in args.workloads.split(","):
             workloads.append((w if ioa == "1" else f"{w}, init_on_alloc=0",
                               w, "" if ioa == "1" else "init_on_alloc=0"))
-    return variants, links, sizes, workloads
+    cells = [(li, wl, mem) for li in links for wl in workloads for mem in sizes
+             if not args.cells or (li, wl[1], mem) in args.cells]
+    if args.cells:
+        cells.sort(key=lambda c: args.cells.index((c[0], c[1][1], c[2])))
+    return variants, links, cells
 
 
 def one_case(args, link, variant, mem, workload, cmdline, accel, kw):
@@ -367,7 +438,8 @@ def one_case(args, link, variant, mem, workload, cmdline, accel, kw):
     a failure becomes the row's error."""
     try:
         vkw = dict(kw)
-        if args.hint_wait is not None and lookup(variant).qemu == "ours":
+        if args.hint_wait is not None and lookup(variant).qemu in ("ours",
+                                                                  "ablate"):
             vkw["params"] = {"free-page-hint-wait": args.hint_wait}
         r = run_logged(variant, mem, workload, accel, cmdline=cmdline, **vkw)
         r["link"] = link
@@ -377,11 +449,12 @@ def one_case(args, link, variant, mem, workload, cmdline, accel, kw):
     return r
 
 
-def run_matrix(args, variants, links, sizes, workloads, accel):
+def run_matrix(args, variants, links, cells, accel, save):
     """Every case, args.runs times; return the results by (link, workload
-    label, size, variant) and each shaped link's measured rate."""
+    label, size, variant) and each shaped link's measured rate.  save(results,
+    measured) after each case: a run stopped early keeps what it did."""
     results = {}
-    total = len(links) * len(sizes) * len(workloads) * len(variants) * args.runs
+    total = len(cells) * len(variants) * args.runs
     n = 0
     t_start = time.monotonic()
     ns = Netns() if any(LINKS[li] for li in links) else None
@@ -392,27 +465,25 @@ def run_matrix(args, variants, links, sizes, workloads, accel):
         # Runs interleave the variants, so that drift in the machine's load
         # spreads over all of them.
         for run in range(args.runs):
-            for link in links:
+            for link, (label, workload, cmdline), mem in cells:
                 kw = {"rest_s": args.rest,
                       "downtime_ms": args.downtime_limit}
                 if LINKS[link]:
                     ns.set_rate(LINKS[link])
                     kw.update(dst_wrapper=ns.wrapper, uri=ns.uri)
-                for label, workload, cmdline in workloads:
-                    for mem in sizes:
-                        for variant in variants:
-                            if STOP:
-                                raise SystemExit(128 + STOP[0])
-                            n += 1
-                            elapsed = time.monotonic() - t_start
-                            eta = (f", about {elapsed / (n - 1) * (total - n + 1) / 60:.0f} min left"
-                                   if n > 1 else "")
-                            log(f"[bench] {n}/{total} run {run + 1}, link "
-                                f"{link}{eta}")
-                            r = one_case(args, link, variant, mem, workload,
-                                         cmdline, accel, kw)
-                            results.setdefault((link, label, mem, variant),
-                                               []).append(r)
+                for variant in variants:
+                    if STOP:
+                        raise SystemExit(128 + STOP[0])
+                    n += 1
+                    elapsed = time.monotonic() - t_start
+                    eta = (f", about {elapsed / (n - 1) * (total - n + 1) / 60:.0f} min left"
+                           if n > 1 else "")
+                    log(f"[bench] {n}/{total} run {run + 1}, link {link}{eta}")
+                    r = one_case(args, link, variant, mem, workload,
+                                 cmdline, accel, kw)
+                    results.setdefault((link, label, mem, variant),
+                                       []).append(r)
+                    save(results, measured)
     finally:
         if ns:
             ns.close()
@@ -430,10 +501,16 @@ def report(args, results, measured, links, started, accel, cmd, minutes):
                if args.hint_wait is not None else "") + "; "
             f"links: {link_text}; "
             f"median (min-max) of {args.runs} run(s); took {minutes:.0f} min.\n"
-            f"Command: `make bench BENCH_ARGS='{cmd}'`\n")
-    md = (head + "\nOurs against the others (medians):\n\n" + ratios(results)
-          + "\n\nEvery case:\n\n" + summarize(results, args.runs, measured)
-          + "\n")
+            f"Command: `make {'ablation' if args.ablation else 'bench'} "
+            f"BENCH_ARGS='{cmd}'`\n")
+    md = head + "\nOurs against the others (medians):\n\n" + ratios(results)
+    if any(k[3] in ABLATION_VARIANTS[3:] for k in results):
+        md += ("\n\nWhat each mechanism buys: the series with it switched "
+               "off, against the whole series (below 1: the mechanism costs; "
+               "above: it pays; compare with the whole series' spread):\n\n"
+               + ablation_table(results))
+    md += ("\n\nEvery case:\n\n" + summarize(results, args.runs, measured)
+           + "\n")
     work = summarize_work(results)
     if work:
         md += ("\nThe busy guest's own work (MiB its churn wrote and checked "
@@ -470,31 +547,41 @@ def main():
     rc = early_modes(args)
     if rc is not None:
         return rc
-    variants, links, sizes, workloads = matrix(args)
+    variants, links, cells = matrix(args)
     stop_on_sigterm("bench")
     accel = probe_accel()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    out = args.out or default_out(links, sizes)
+    out = args.out or default_out(links, args.sizes.split(","), args.ablation)
     cmd = command(args, variants)
     log(f"[bench] results go to {os.path.relpath(out, os.getcwd())}")
     write_manifest(out, new=True, tool="bench/bench.py", measured=started,
                    status="running", **provenance(),
-                   command=f"make bench BENCH_ARGS='{cmd}'",
+                   command=f"make {'ablation' if args.ablation else 'bench'} "
+                   f"BENCH_ARGS='{cmd}'",
                    what=f"{args.sizes} MiB; {args.workloads}; {args.links}; "
                    f"{args.runs} run(s)", machine=machine_info(), accel=accel)
     t_start = time.monotonic()
-    results, measured = run_matrix(args, variants, links, sizes, workloads,
-                                   accel)
+
+    def save(results, measured):
+        """results.json and results.md as they stand"""
+        minutes = (time.monotonic() - t_start) / 60
+        md = report(args, results, measured, links, started, accel, cmd,
+                    minutes)
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "results.md"), "w") as f:
+            f.write(md)
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump({"measured": started, "machine": machine(),
+                       "accel": accel, "command": cmd,
+                       "make": "ablation" if args.ablation else "bench",
+                       "downtime_limit_ms": args.downtime_limit,
+                       "link_tcp_bits_per_s": measured,
+                       "cases": cases_json(results)}, f, indent=1)
+        return md
+
+    results, measured = run_matrix(args, variants, links, cells, accel, save)
     minutes = (time.monotonic() - t_start) / 60
-    md = report(args, results, measured, links, started, accel, cmd, minutes)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"measured": started, "machine": machine(), "accel": accel,
-                   "command": cmd, "downtime_limit_ms": args.downtime_limit,
-                   "link_tcp_bits_per_s": measured,
-                   "cases": cases_json(results)}, f, indent=1)
+    md = save(results, measured)
     plot(results, os.path.join(out, "results.png"))
     write_manifest(out, status="complete", minutes=round(minutes, 1),
                    link_tcp_bits_per_s=measured)
@@ -505,15 +592,19 @@ def main():
 
 def command(args, variants):
     """The options of this run, as BENCH_ARGS would give them."""
-    cmd = " ".join(f"--{k} {getattr(args, k)}" for k in
-                   ("sizes", "workloads", "links", "runs"))
+    if args.cells:
+        cmd = f"--runs {args.runs}"
+    else:
+        cmd = " ".join(f"--{k} {getattr(args, k)}" for k in
+                       ("sizes", "workloads", "links", "runs"))
     if args.init_on_alloc != "1":
         cmd += f" --init-on-alloc {args.init_on_alloc}"
-    if args.downtime_limit != 2000:
+    if args.downtime_limit != 300:
         cmd += f" --downtime-limit {args.downtime_limit}"
     if args.hint_wait is not None:
         cmd += f" --hint-wait {args.hint_wait}"
-    if variants != list(BENCH_VARIANTS):
+    if variants != list(ABLATION_VARIANTS if args.ablation
+                        else BENCH_VARIANTS):
         cmd += f' --variants "{args.variants}"'
     if args.out:
         cmd += f" --out {os.path.relpath(args.out, os.path.dirname(HERE))}"

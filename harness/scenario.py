@@ -41,7 +41,7 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
     src = dst = None
     try:
         src = Guest(qemu, mem_mib, hints, accel=accel, name="src",
-                    cmdline=cmdline)
+                    cmdline=cmdline, ablate=v.ablate)
         features = src.boot()
         negotiated = hint_negotiated(features)
         if hints and not negotiated:
@@ -53,7 +53,7 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
         nonfree = (mem_mib << 20) - mem_free(src)
         dst = Guest(dst_qemu or qemu, mem_mib, hints, incoming=True,
                     accel=accel, name="dst", wrapper=dst_wrapper,
-                    cmdline=cmdline)
+                    cmdline=cmdline, ablate=v.ablate)
         work = {}
         if workload == "busy" and rest_s:
             w0, t0 = churn_work(src)
@@ -61,7 +61,8 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
             w1, t1 = churn_work(src)
             work["rest"] = (w1 - w0, t1 - t0)
         t0 = time.monotonic()
-        info = migrate(src, dst, bandwidth, downtime_ms, caps, params, uri=uri)
+        info = migrate(src, dst, bandwidth, downtime_ms, caps,
+                       {**(params or {}), **dict(v.params)}, uri=uri)
         wall = time.monotonic() - t0
         dst.attach_serial()
         churn = {}

@@ -9,6 +9,10 @@ class Variant(NamedTuple):
     label: str
     qemu: str        # a key of harness.vm.QEMU: "ours", "stock", "debian"
     hints: bool
+    # The ablation's (bench/ablation/): QEMU_FPH_ABLATE for both QEMUs,
+    # and migration parameters
+    ablate: str = ""
+    params: tuple = ()
 
 
 VARIANTS = {v.label: v for v in (
@@ -20,6 +24,23 @@ VARIANTS = {v.label: v for v in (
     Variant("debian hints", "debian", True),
 )}
 BENCH_VARIANTS = ("no hints", "upstream hints", "our hints")
+
+# The series with one mechanism switched off (make ablation): the
+# destination's zero page skip (patch 1), the wait before the bulk round
+# (6, with everything that acts in it), zero pages first while it waits
+# (12), the wait's two early ends (6), rounds only while they pay (13).
+ABLATION = (
+    Variant("ours - dest zero skip", "ablate", True, "dest-zero"),
+    Variant("ours - wait", "ours", True,
+            params=(("free-page-hint-wait", 0),)),
+    Variant("ours - zero first", "ablate", True, "zero-first"),
+    Variant("ours - futility end", "ablate", True, "futility"),
+    Variant("ours - link-rate end", "ablate", True, "link-rate"),
+    Variant("ours - paying rounds", "ablate", True, "pay"),
+)
+VARIANTS.update((v.label, v) for v in ABLATION)
+ABLATION_VARIANTS = (("no hints", "upstream hints", "our hints")
+                     + tuple(v.label for v in ABLATION))
 
 
 def lookup(v):

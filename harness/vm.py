@@ -25,6 +25,8 @@ from harness.waits import MIGRATION_TIMEOUT, wait_migration  # noqa: F401
 QEMU = {
     "ours": os.path.join(BUILD, "qemu", "build", "qemu-system-x86_64"),
     "stock": os.path.join(BUILD, "qemu-stock", "build", "qemu-system-x86_64"),
+    # The series with bench/ablation/ (make ablation)
+    "ablate": os.path.join(BUILD, "qemu-ablate", "build", "qemu-system-x86_64"),
     # Debian's own QEMU 10.0 package (bookworm-backports), see make deps
     "debian": "/usr/bin/qemu-system-x86_64",
 }
@@ -132,16 +134,17 @@ class Guest:
 
     def __init__(self, qemu="ours", mem_mib=2048, hints=True, incoming=False,
                  accel="tcg", smp=2, name="src", extra=(), reboot=False,
-                 wrapper=(), cmdline="", initrd=None):
+                 wrapper=(), cmdline="", initrd=None, ablate=""):
         """wrapper: a command prefix for QEMU, e.g. ("ip", "netns", "exec",
         NAME) to run it in another network namespace.  cmdline: more
         options for the guest's kernel.  initrd: another initramfs than
-        the test guest's."""
+        the test guest's.  ablate: QEMU_FPH_ABLATE (bench/ablation/)."""
         binary = QEMU[qemu]
         if not os.access(binary, os.X_OK):
             raise HarnessError(f"{binary} is missing: run 'make build'"
                                + (" and 'make stock'" if qemu == "stock" else "")
-                               + (" and 'make deps'" if qemu == "debian" else ""))
+                               + (" and 'make deps'" if qemu == "debian" else "")
+                               + (" and 'make ablation'" if qemu == "ablate" else ""))
         # Sockets in a short temporary folder (a unix socket's path is
         # limited to 107 bytes), logs where the artifacts go
         self.dir = tempfile.mkdtemp(prefix=f"fph-{name}-")
@@ -178,7 +181,11 @@ class Guest:
         with open(os.path.join(self.art, "cmdline.txt"), "w") as f:
             f.write(shlex.join(args) + "\n")
         self.logf = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+        env = dict(os.environ)
+        env.pop("QEMU_FPH_ABLATE", None)
+        if ablate:
+            env["QEMU_FPH_ABLATE"] = ablate
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env,
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         self.serial = None
         self.qmp = None

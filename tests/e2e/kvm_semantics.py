@@ -48,7 +48,7 @@ from harness.vm import Guest, HarnessError, hint_negotiated, log
 
 MIB = 1 << 20
 PAGE = 4096
-# The QEMUs with the test aid (scripts/testaid.sh builds them): QEMU
+# The QEMUs with the test aid (`make testaid` builds them): QEMU
 # 10.0.13 as Debian ships it, and our series, each with testaid/ applied
 AID = {
     "stock-aid": os.path.join(vm.BUILD, "qemu-aid-stock", "build",
@@ -386,7 +386,7 @@ def main():
     missing = [vm.QEMU[q] for q in qemus
                if not os.access(vm.QEMU[q], os.X_OK)]
     if missing:
-        print(f"missing: {', '.join(missing)}: run scripts/testaid.sh",
+        print(f"missing: {', '.join(missing)}: run make testaid",
               file=sys.stderr)
         return 2
     hints = {"on": [True], "off": [False], "both": [True, False]}[args.hints]

@@ -11,7 +11,7 @@ the aid itself must lose nothing.  Each test is one kvm_semantics.py run
 driver's shrinker gave back while the source's iothread is stopped, and
 the smallest chunks of the dirty log (x-clear-bitmap-shift=6).
 
-Needs the QEMUs with the aid (scripts/testaid.sh).  Without them the tests
+Needs the QEMUs with the aid (make testaid).  Without them the tests
 are skipped, unless FPH_REQUIRE_AID=1 (make check sets it once it builds
 them), which makes their absence a failure.
 """
@@ -34,7 +34,7 @@ def setUpModule():
     missing = ks.aid_missing()
     if missing:
         what = (f"the QEMUs with the test aid are not built "
-                f"({', '.join(missing)}): run scripts/testaid.sh")
+                f"({', '.join(missing)}): run make testaid")
         if os.environ.get("FPH_REQUIRE_AID") == "1":
             raise RuntimeError(what)
         raise unittest.SkipTest(what)

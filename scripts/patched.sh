@@ -1,31 +1,40 @@
 #!/bin/bash
-# The test aid (testaid/*.patch): TCG with KVM's lazy dirty log clearing
-# (-accel tcg,x-lazy-dirty-clear=on), for tests/e2e/kvm_semantics.py.  It is
-# not part of the series.  Two git worktrees of build/qemu, the aid applied
-# with git am on top of
-#   build/qemu-aid-stock   upstream (QEMU 10.0.13 + Debian's patches)
-#   build/qemu-aid-ours    series
-# each built in its own build/ with build.sh's configure flags.
-#   testaid.sh [prepare|build]...   (default: both)
-# A tree is reset and the aid applied again only when its base commit or
-# testaid/ changed (build/qemu-aid-*.stamp), so that ninja rebuilds little.
-STEP=testaid
+# QEMU trees with patches that are not part of the series, each a git
+# worktree of build/qemu at BASE with DIR/*.patch applied by git am, built
+# in its own build/ with build.sh's configure flags:
+#   make testaid   testaid/ (TCG with KVM's lazy dirty log clearing, for
+#                  tests/e2e/kvm_semantics.py) on upstream and on the series:
+#                  build/qemu-aid-stock, build/qemu-aid-ours
+#   make ablation  bench/ablation/ (QEMU_FPH_ABLATE) on the series:
+#                  build/qemu-ablate
+#   patched.sh NAME:BASE:DIR... [-- prepare|build...]   (default: both)
+# A tree is reset and its patches applied again only when BASE or DIR's
+# patches changed (build/qemu-NAME.stamp), so that ninja rebuilds little.
+STEP=patched
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
-TREES=("aid-stock upstream" "aid-ours series")
-mapfile -t aid_patches < <(find "$TOP/testaid" -name '*.patch' | sort)
-[ ${#aid_patches[@]} -gt 0 ] || die "no patch in $TOP/testaid" "git checkout testaid/"
+TREES=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do TREES+=("$1"); shift; done
+[ "${1:-}" != "--" ] || shift
+[ ${#TREES[@]} -gt 0 ] || die "no tree given" "see the usage at the top of $0"
 [ -d "$WT/.git" ] || die "$WT is not prepared" "run 'make prepare'"
 
-stamp_of() {  # stamp_of BASE: what the tree must be built from
-    { git -C "$WT" rev-parse "$1^{commit}"; cat "${aid_patches[@]}"; } | sha256sum | cut -d' ' -f1
+patches_of() {  # patches_of DIR: its patches, in order
+    find "$TOP/$1" -name '*.patch' | sort
 }
 
-prepare_tree() {  # prepare_tree NAME BASE
-    local dir=$BUILD/qemu-$1 base=$2 stamp want
+stamp_of() {  # stamp_of BASE DIR: what the tree must be built from
+    local p
+    mapfile -t p < <(patches_of "$2")
+    [ ${#p[@]} -gt 0 ] || die "no patch in $TOP/$2" "git checkout $2"
+    { git -C "$WT" rev-parse "$1^{commit}"; cat "${p[@]}"; } | sha256sum | cut -d' ' -f1
+}
+
+prepare_tree() {  # prepare_tree NAME BASE DIR
+    local dir=$BUILD/qemu-$1 base=$2 pdir=$3 stamp want p
     stamp=$BUILD/qemu-$1.stamp
-    want=$(stamp_of "$base")
+    want=$(stamp_of "$base" "$pdir")
     # A worktree whose repository went away (prepare made build/qemu anew)
     if [ -e "$dir/.git" ] && ! git -C "$dir" rev-parse -q --verify HEAD >/dev/null 2>&1; then
         log "removing $dir: its repository is gone"
@@ -37,25 +46,26 @@ prepare_tree() {  # prepare_tree NAME BASE
         git -C "$WT" worktree add -q --detach "$dir" "$base"
     elif [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
          [ -z "$(git -C "$dir" status --porcelain --untracked-files=no)" ]; then
-        log "up to date: $dir ($base + testaid/)"
+        log "up to date: $dir ($base + $pdir/)"
         return
     fi
-    log "applying testaid/ to $dir on $base"
+    log "applying $pdir/ to $dir on $base"
+    mapfile -t p < <(patches_of "$pdir")
     git -C "$dir" am --abort >/dev/null 2>&1 || true
     git -C "$dir" reset -q --hard "$base"
     git -C "$dir" -c user.name="QEMU free page hint import" \
         -c user.email="qemu-fph@localhost" -c commit.gpgsign=false \
-        am -q --keep-cr "${aid_patches[@]}" ||
+        am -q --keep-cr "${p[@]}" ||
         { git -C "$dir" am --abort >/dev/null 2>&1 || true
-          die "testaid/ does not apply on $base" \
-              "rebase the aid on $base in $dir, then git format-patch it into testaid/"; }
+          die "$pdir/ does not apply on $base" \
+              "rebase it on $base in $dir, then git format-patch it into $pdir/"; }
     echo "$want" > "$stamp"
 }
 
 build_tree() {  # build_tree NAME
     local src=$BUILD/qemu-$1 obj bundle f
     obj=$src/build
-    [ -e "$src/.git" ] || die "$src is not prepared" "run 'scripts/testaid.sh prepare'"
+    [ -e "$src/.git" ] || die "$src is not prepared" "run its make target (testaid, ablation)"
     export CCACHE_BASEDIR=$BUILD CCACHE_NOHASHDIR=1
     if [ ! -f "$obj/build.ninja" ]; then
         log "configuring $src"
@@ -70,7 +80,7 @@ build_tree() {  # build_tree NAME
     ninja -C "$obj" qemu-system-x86_64 > "$obj/ninja.log" 2>&1 ||
         { grep -E 'error|FAILED' "$obj/ninja.log" | head -20 >&2
           die "the build of $src failed (see $obj/ninja.log)" \
-              "fix the aid (testaid/) for $src's base"; }
+              "fix its patches for $src's base"; }
     # As build.sh: Debian's firmware where QEMU looks for it in a build tree
     bundle=$obj/qemu-bundle/usr/local/share/qemu
     mkdir -p "$bundle"
@@ -86,9 +96,9 @@ steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(prepare build)
 for step in "${steps[@]}"; do
     for t in "${TREES[@]}"; do
-        read -r name base <<< "$t"
+        IFS=: read -r name base pdir <<< "$t"
         case "$step" in
-            prepare) prepare_tree "$name" "$base" ;;
+            prepare) prepare_tree "$name" "$base" "$pdir" ;;
             build) build_tree "$name" ;;
             *) die "unknown step '$step'" "use 'prepare' or 'build'" ;;
         esac
