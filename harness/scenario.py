@@ -4,7 +4,8 @@ import re
 import time
 
 from harness.variant import lookup
-from harness.vm import Guest, HarnessError, hint_negotiated, log, migrate
+from harness.vm import (MIGRATION_TIMEOUT, Guest, HarnessError,
+                        hint_negotiated, log, migrate)
 
 PAGE = 4096
 KEEP_MIB = 64          # checksummed memory the guest keeps and verifies
@@ -27,7 +28,8 @@ def prepare_workload(g, workload, mem_mib):
 
 def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
              downtime_ms=2000, caps=(), params=None, dst_qemu=None,
-             dst_wrapper=(), uri=None, rest_s=0, cmdline=""):
+             dst_wrapper=(), uri=None, rest_s=0, cmdline="",
+             timeout=MIGRATION_TIMEOUT):
     """Boot, load, migrate, verify on the destination; return a result row.
     dst_qemu: another QEMU for the destination ("ours" or "stock").
     dst_wrapper, uri: a command prefix for the destination QEMU and the
@@ -35,7 +37,8 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
     rest_s: with the busy workload, measure the guest's churn rate over
     rest_s seconds before the migration and compare it with its rate
     during the migration.  cmdline: more options for the guest's kernel
-    (e.g. init_on_alloc=0)."""
+    (e.g. init_on_alloc=0).  timeout: seconds the migration may take
+    before it is cancelled and the case fails ("did not converge")."""
     v = lookup(variant)
     qemu, hints, variant = v.qemu, v.hints, v.label
     src = dst = None
@@ -62,7 +65,8 @@ def run_case(variant, mem_mib, workload, accel, bandwidth=100 << 30,
             work["rest"] = (w1 - w0, t1 - t0)
         t0 = time.monotonic()
         info = migrate(src, dst, bandwidth, downtime_ms, caps,
-                       {**(params or {}), **dict(v.params)}, uri=uri)
+                       {**(params or {}), **dict(v.params)}, uri=uri,
+                       timeout=timeout)
         wall = time.monotonic() - t0
         dst.attach_serial()
         churn = {}
