@@ -26,9 +26,9 @@ VARIANTS = {v.label: v for v in (
 BENCH_VARIANTS = ("no hints", "upstream hints", "our hints")
 
 # The series with one mechanism switched off (make ablation): the
-# destination's zero page skip (patch 1), the wait before the bulk round
-# (6, with everything that acts in it), zero pages first while it waits
-# (12), the wait's two early ends (6), rounds only while they pay (13).
+# destination's zero page skip (patch 2), the wait before the bulk round
+# (7, with everything that acts in it), zero pages first while it waits
+# and the wait's two early ends (13), rounds only while they pay (14).
 ABLATION = (
     Variant("ours - dest zero skip", "ablate", True, "dest-zero"),
     Variant("ours - wait", "ours", True,

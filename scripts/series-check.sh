@@ -138,7 +138,17 @@ for c in "${commits[@]}"; do
     t=$(now)
     out=$LOGS/$tag-build.log
     build_rc=0
-    "$TOP/scripts/build.sh" series-check "${TARGETS[@]}" 2>&1 | tee "$out" | sed -u 's/^/    /' >&2 ||
+    # A test that this commit does not have yet (the series adds
+    # migration-zero-page-test after its first patch) is not built or run
+    targets=()
+    for target in "${TARGETS[@]}"; do
+        case "$target" in
+            tests/qtest/*)
+                grep -q "'$(basename "$target")'" "$SC/tests/qtest/meson.build" || continue ;;
+        esac
+        targets+=("$target")
+    done
+    "$TOP/scripts/build.sh" series-check "${targets[@]}" 2>&1 | tee "$out" | sed -u 's/^/    /' >&2 ||
         build_rc=$?
     { echo "--- ninja output ($SC_OBJ/ninja.log) ---"; cat "$SC_OBJ/ninja.log" 2>/dev/null || true; } >> "$out"
     edges=$(grep -c '^\[[0-9]*/[0-9]*\]' "$SC_OBJ/ninja.log" 2>/dev/null || true)
@@ -181,6 +191,12 @@ for c in "${commits[@]}"; do
                     qtest/migration-zero-page-test:300; do
             name=${test%:*}
             limit=${test##*:}
+            if [ ! -x "$SC_OBJ/tests/$name" ] ||
+               ! printf '%s\n' "${targets[@]}" | grep -qx "tests/$name"; then
+                record $k n/a 0 "not in this commit"
+                k=$((k + 1))
+                continue
+            fi
             begin $k
             t=$(now)
             out=$LOGS/$tag-$(basename "$name").log
