@@ -53,14 +53,5 @@ ninja -C "$obj" "${targets[@]}" 2>&1 | tee "$obj/ninja.log" |
          /error|FAILED/ { print; fflush() }' >&2
 [ "${PIPESTATUS[0]}" = 0 ] || die "the build of $which failed (see $obj/ninja.log)" \
     "fix the failing patch in $WT and build again"
-# Debian's +ds source has no firmware blobs: take Debian's seabios and
-# qemu-system-data, where QEMU looks for them in a build tree.
-bundle=$obj/qemu-bundle/usr/local/share/qemu
-mkdir -p "$bundle"
-for f in /usr/share/seabios/* /usr/share/qemu/* /usr/lib/ipxe/qemu/*; do
-    [ -e "$f" ] || die "$f is missing" "run 'make deps' (seabios, qemu-system-data, ipxe-qemu)"
-    # Keep what the build put there (its links may dangle until built)
-    [ -e "$bundle/$(basename "$f")" ] || [ -L "$bundle/$(basename "$f")" ] ||
-        ln -s "$f" "$bundle/"
-done
+link_firmware "$obj"
 log "built: ${targets[*]}"

@@ -28,6 +28,20 @@ die() {
     exit 1
 }
 
+# link_firmware OBJ: Debian's +ds source has no firmware blobs; link
+# Debian's seabios, qemu-system-data and ipxe-qemu where QEMU looks for
+# them in the build tree OBJ, keeping what the build put there (its links
+# may dangle until built).
+link_firmware() {
+    local bundle=$1/qemu-bundle/usr/local/share/qemu f
+    mkdir -p "$bundle"
+    for f in /usr/share/seabios/* /usr/share/qemu/* /usr/lib/ipxe/qemu/*; do
+        [ -e "$f" ] || die "$f is missing" "run 'make deps' (seabios, qemu-system-data, ipxe-qemu)"
+        [ -e "$bundle/$(basename "$f")" ] || [ -L "$bundle/$(basename "$f")" ] ||
+            ln -s "$f" "$bundle/"
+    done
+}
+
 # Configure flags shared by our build and the stock build, so that the
 # comparison is fair.
 # shellcheck disable=SC2034

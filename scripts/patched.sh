@@ -63,7 +63,7 @@ prepare_tree() {  # prepare_tree NAME BASE DIR
 }
 
 build_tree() {  # build_tree NAME
-    local src=$BUILD/qemu-$1 obj bundle f
+    local src=$BUILD/qemu-$1 obj
     obj=$src/build
     [ -e "$src/.git" ] || die "$src is not prepared" "run its make target (testaid, ablation)"
     export CCACHE_BASEDIR=$BUILD CCACHE_NOHASHDIR=1
@@ -81,14 +81,7 @@ build_tree() {  # build_tree NAME
         { grep -E 'error|FAILED' "$obj/ninja.log" | head -20 >&2
           die "the build of $src failed (see $obj/ninja.log)" \
               "fix its patches for $src's base"; }
-    # As build.sh: Debian's firmware where QEMU looks for it in a build tree
-    bundle=$obj/qemu-bundle/usr/local/share/qemu
-    mkdir -p "$bundle"
-    for f in /usr/share/seabios/* /usr/share/qemu/* /usr/lib/ipxe/qemu/*; do
-        [ -e "$f" ] || die "$f is missing" "run 'make deps'"
-        [ -e "$bundle/$(basename "$f")" ] || [ -L "$bundle/$(basename "$f")" ] ||
-            ln -s "$f" "$bundle/"
-    done
+    link_firmware "$obj"
     log "built: $obj/qemu-system-x86_64"
 }
 
