@@ -21,7 +21,7 @@ git -C "$WT" rev-parse -q --verify base >/dev/null || die "the work tree has no 
     die "$WT has uncommitted changes" "commit them (git -C $WT commit) and export again"
 
 # The version of the series, as it would be posted: [PATCH v4 NN/15]
-REROLL=6
+REROLL=7
 fmt=(-c core.abbrev=12 format-patch -q --zero-commit --no-signature
      --signoff --no-renames --encoding=UTF-8 --subject-prefix="PATCH v$REROLL")
 
