@@ -10,9 +10,10 @@ class Variant(NamedTuple):
     qemu: str        # a key of harness.vm.QEMU: "ours", "stock", "debian"
     hints: bool
     # The ablation's (bench/ablation/): QEMU_FPH_ABLATE for both QEMUs,
-    # and migration parameters
+    # migration parameters, and the variant it is compared with
     ablate: str = ""
     params: tuple = ()
+    against: str = ""
 
 
 VARIANTS = {v.label: v for v in (
@@ -25,18 +26,19 @@ VARIANTS = {v.label: v for v in (
 )}
 BENCH_VARIANTS = ("no hints", "upstream hints", "our hints")
 
-# The series with one mechanism switched off (make ablation): the
-# destination's zero page skip (patch 2), the wait before the bulk round
-# (7, with everything that acts in it), zero pages first while it waits
-# and the wait's two early ends (13), rounds only while they pay (14).
+# What each mechanism of the series buys (make ablation): the
+# destination's zero page skip (patch 2) switched off; the wait before the
+# bulk round (7, opt-in) switched on, and with it on, zero pages first and
+# the wait's early end when hints spare nothing (13) switched off.
+WAIT = (("free-page-hint-wait", 1000),)
 ABLATION = (
-    Variant("ours - dest zero skip", "ablate", True, "dest-zero"),
-    Variant("ours - wait", "ours", True,
-            params=(("free-page-hint-wait", 0),)),
-    Variant("ours - zero first", "ablate", True, "zero-first"),
-    Variant("ours - futility end", "ablate", True, "futility"),
-    Variant("ours - link-rate end", "ablate", True, "link-rate"),
-    Variant("ours - paying rounds", "ablate", True, "pay"),
+    Variant("ours - dest zero skip", "ablate", True, "dest-zero",
+            against="our hints"),
+    Variant("ours + wait", "ours", True, params=WAIT, against="our hints"),
+    Variant("ours + wait - zero first", "ablate", True, "zero-first",
+            params=WAIT, against="ours + wait"),
+    Variant("ours + wait - futility end", "ablate", True, "futility",
+            params=WAIT, against="ours + wait"),
 )
 VARIANTS.update((v.label, v) for v in ABLATION)
 ABLATION_VARIANTS = (("no hints", "upstream hints", "our hints")
