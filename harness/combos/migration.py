@@ -57,8 +57,8 @@ def case_zero_page_none(c):
     check(on["transferred"] <= off["transferred"] * 1.25,
           f"hints on sent {mib(on['transferred'])}, off "
           f"{mib(off['transferred'])}")
-    # ... nor much slower: hints may wait free-page-hint-wait (1 s) for
-    # the guest, and a round costs the guest's vCPUs.  Seen on 2 cores at
+    # ... nor much slower: hints may wait free-page-hint-wait (when set)
+    # for the guest, and a round costs the guest's vCPUs.  Seen on 2 cores at
     # load average 7-10: on 10363 ms against off 6717 (series v4), 5215
     # against 1321 (v5: off sent all 1 GiB within its 2 s downtime
     # limit), where the bound was 1.5x + 2 s.  This bound catches a wait
